@@ -1,0 +1,273 @@
+//! The configuration file as written: strict serde structs, one per YAML block. Unknown keys
+//! are errors, because this file is security policy and a typo must not become a silent
+//! default. `config::validate` turns these into the checked `Config`.
+
+use serde::Deserialize;
+
+/// The whole file. `waf:` is the block of the PlexiChat security guide, unchanged; the other
+/// blocks are the agent's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub waf: RawWaf,
+    #[serde(default)]
+    pub edge: RawEdge,
+    /// Where bans, unbans and the last good copy of each feed are kept.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaf {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `blocking` | `monitor` | `sanitize`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub ip_reputation: RawIpReputation,
+    #[serde(default)]
+    pub rules: RawRules,
+    /// The guide shows rate limiting both inside `rules:` (one map) and as
+    /// `waf.rate_limiting` (a list of named limits); both are accepted.
+    #[serde(default)]
+    pub rate_limiting: Option<RawRateLimiting>,
+}
+
+impl Default for RawWaf {
+    fn default() -> Self {
+        RawWaf {
+            enabled: true,
+            mode: default_mode(),
+            ip_reputation: RawIpReputation::default(),
+            rules: RawRules::default(),
+            rate_limiting: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpReputation {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_threshold")]
+    pub block_threshold_score: u32,
+    #[serde(default)]
+    pub allow_list: Vec<String>,
+    #[serde(default)]
+    pub deny_list: Vec<String>,
+    #[serde(default)]
+    pub feeds: Vec<RawFeed>,
+}
+
+impl Default for RawIpReputation {
+    fn default() -> Self {
+        RawIpReputation {
+            enabled: true,
+            block_threshold_score: default_threshold(),
+            allow_list: Vec::new(),
+            deny_list: Vec::new(),
+            feeds: Vec::new(),
+        }
+    }
+}
+
+/// One reputation feed as in the guide's `waf.ip_reputation.feeds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeed {
+    pub name: String,
+    /// `local` | `remote`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Inline addresses for a local feed, or a file path.
+    #[serde(default)]
+    pub source: Option<RawFeedSource>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub refresh_interval_minutes: Option<u64>,
+    /// How far the feed's addresses are trusted; denied when at or above the threshold.
+    /// A feed without a score is authoritative (100).
+    #[serde(default)]
+    pub score: Option<u32>,
+    /// `auto` (default), `plain`, `spamhaus_drop`, `spamhaus_json`, `dshield`, `crowdsec`.
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// Refuse an update that keeps less than this fraction of the last good list.
+    #[serde(default)]
+    pub min_keep_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFeedSource {
+    List(Vec<String>),
+    File(String),
+}
+
+/// `waf.rules`: per-category switches as in the guide's high-level example, plus the
+/// payload limits and rate limiting it nests there.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    #[serde(default)]
+    pub sql_injection: Option<RawRuleCategory>,
+    #[serde(default)]
+    pub xss_protection: Option<RawRuleCategory>,
+    #[serde(default)]
+    pub path_traversal: Option<RawRuleCategory>,
+    #[serde(default)]
+    pub command_injection: Option<RawRuleCategory>,
+    #[serde(default)]
+    pub payload_limits: Option<RawPayloadLimits>,
+    #[serde(default)]
+    pub rate_limiting: Option<RawRateLimitSettings>,
+    /// Directory of rule files (`waf.rules.*` lists); default `rules/` beside the config.
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub paranoia_level: Option<u8>,
+    #[serde(default)]
+    pub anomaly_threshold: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleCategory {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default = "yes")]
+    pub log: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPayloadLimits {
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_file_size_bytes: Option<u64>,
+    #[serde(default)]
+    pub allowed_mime_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub requests_per_minute: u32,
+    #[serde(default)]
+    pub burst_limit: Option<u32>,
+    #[serde(default = "default_identifier")]
+    pub client_identifier: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRateLimiting {
+    Settings(RawRateLimitSettings),
+    Named(Vec<RawNamedRateLimit>),
+}
+
+/// The guide's `waf.rate_limiting` list entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedRateLimit {
+    pub name: String,
+    #[serde(default = "default_identifier")]
+    pub identifier: String,
+    pub requests: u32,
+    pub window_seconds: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+/// `edge:` the XDP layer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdge {
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// `monitor` | `enforce`; by default derived from `waf.mode`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub pin_dir: Option<String>,
+    /// `auto` (native, then generic), `native`, `generic`.
+    #[serde(default)]
+    pub attach_mode: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RawEdgeRate>,
+    #[serde(default)]
+    pub sample_every: Option<u32>,
+    #[serde(default)]
+    pub capacity: Option<RawCapacity>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgeRate {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub packets_per_second: u64,
+    pub burst: u64,
+    #[serde(default)]
+    pub ipv6_prefix: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapacity {
+    pub allow: Option<u32>,
+    pub ban: Option<u32>,
+    pub deny_exact: Option<u32>,
+    pub deny_net: Option<u32>,
+    pub rate: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    #[serde(default)]
+    pub level: Option<String>,
+    /// `plain` | `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_mode() -> String {
+    "blocking".to_owned()
+}
+
+fn default_threshold() -> u32 {
+    80
+}
+
+fn default_identifier() -> String {
+    "ip".to_owned()
+}

@@ -1,0 +1,5 @@
+//! waf-agent: an edge security agent. The XDP filter at the NIC (`xdp`), reputation feeds and
+//! bans, playbooks, an inspecting HTTP proxy, and the control plane that steers them.
+
+pub mod config;
+pub mod xdp;

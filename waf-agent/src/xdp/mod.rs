@@ -1,0 +1,4 @@
+//! The XDP layer: loading, attaching and pinning the program, and reading and writing its maps.
+
+/// The compiled XDP object, built by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/waf-ebpf"));

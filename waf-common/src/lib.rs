@@ -1,0 +1,326 @@
+//! Map layouts, counters and constants shared by the XDP program (`waf-ebpf`) and the agent.
+//!
+//! Every type here crosses the kernel boundary, so each is `#[repr(C)]` without implicit
+//! padding, and its size is asserted at compile time. Addresses are byte arrays in network
+//! byte order, as they sit in the packet. Times are `CLOCK_MONOTONIC` nanoseconds, the clock
+//! behind `bpf_ktime_get_ns`, so that a wall-clock jump neither lifts nor extends a ban.
+#![no_std]
+
+/// Bumped whenever a map's name, key, value or meaning changes. The agent refuses to adopt
+/// pinned maps whose `Settings::layout_version` differs, instead of misreading them.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Names of the maps as they appear in the object file and under the pin directory.
+pub mod maps {
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    pub const BAN_V4: &str = "BAN_V4";
+    pub const BAN_V6: &str = "BAN_V6";
+    pub const DENY_V4: &str = "DENY_V4";
+    pub const DENY_V6: &str = "DENY_V6";
+    pub const DENY_NET_V4: &str = "DENY_NET_V4";
+    pub const DENY_NET_V6: &str = "DENY_NET_V6";
+    pub const THROTTLE_V4: &str = "THROTTLE_V4";
+    pub const THROTTLE_V6: &str = "THROTTLE_V6";
+    pub const RATE: &str = "RATE";
+
+    /// Every map the agent pins, in a stable order.
+    pub const ALL: [&str; 14] = [
+        SETTINGS,
+        COUNTERS,
+        EVENTS,
+        ALLOW_V4,
+        ALLOW_V6,
+        BAN_V4,
+        BAN_V6,
+        DENY_V4,
+        DENY_V6,
+        DENY_NET_V4,
+        DENY_NET_V6,
+        THROTTLE_V4,
+        THROTTLE_V6,
+        RATE,
+    ];
+}
+
+/// Name of the XDP function in the object file.
+pub const PROGRAM_NAME: &str = "waf_xdp";
+
+/// Compile-time capacities of the maps. The agent checks feed sizes against these before it
+/// writes, so that a feed never half-applies because the kernel refused an insert.
+pub mod capacity {
+    pub const ALLOW: u32 = 16_384;
+    pub const BAN: u32 = 262_144;
+    pub const DENY_EXACT: u32 = 1_048_576;
+    pub const DENY_NET: u32 = 524_288;
+    pub const THROTTLE: u32 = 65_536;
+    /// Rate-limit state. It is an LRU map of its own, so a spoofed-source flood only evicts
+    /// other sources' buckets, never a deny or ban entry (those live in plain maps).
+    pub const RATE: u32 = 262_144;
+    /// Ring buffer for sampled drop events, in bytes (a power of two, page aligned).
+    pub const EVENTS_BYTES: u32 = 256 * 1024;
+}
+
+/// What the program does with packets it would drop.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Count what would be dropped; drop nothing.
+    Monitor = 0,
+    /// Drop banned, denied and over-rate sources.
+    Enforce = 1,
+    /// Drop everything that is not allow-listed (ARP and neighbour discovery still pass).
+    Panic = 2,
+}
+
+impl Mode {
+    pub const fn from_u32(v: u32) -> Option<Mode> {
+        match v {
+            0 => Some(Mode::Monitor),
+            1 => Some(Mode::Enforce),
+            2 => Some(Mode::Panic),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+            Mode::Panic => "panic",
+        }
+    }
+}
+
+/// One slot of the per-CPU `COUNTERS` array per verdict and reason. Every packet the program
+/// sees increments exactly one slot, so the slots sum to the packets seen.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// IP packet from a source that matched nothing.
+    PassClean = 0,
+    /// Source is on the allow list.
+    PassAllow = 1,
+    /// ARP and other non-IP frames.
+    PassNonIp = 2,
+    /// IPv6 neighbour discovery (ICMPv6 133-137 with hop limit 255).
+    PassNd = 3,
+    DropBan = 4,
+    DropDeny = 5,
+    DropRate = 6,
+    DropPanic = 7,
+    /// Truncated or malformed frame; see the policy in `waf-ebpf/src/main.rs`.
+    DropMalformed = 8,
+    /// Monitor mode: the packet would have been dropped for this reason, and passed.
+    MonitorBan = 9,
+    MonitorDeny = 10,
+    MonitorRate = 11,
+    MonitorMalformed = 12,
+    /// A sampled drop event did not fit in the ring buffer.
+    EventLost = 13,
+}
+
+pub const COUNTER_COUNT: u32 = 14;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::PassClean,
+        Counter::PassAllow,
+        Counter::PassNonIp,
+        Counter::PassNd,
+        Counter::DropBan,
+        Counter::DropDeny,
+        Counter::DropRate,
+        Counter::DropPanic,
+        Counter::DropMalformed,
+        Counter::MonitorBan,
+        Counter::MonitorDeny,
+        Counter::MonitorRate,
+        Counter::MonitorMalformed,
+        Counter::EventLost,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Counter> {
+        if v < COUNTER_COUNT {
+            Some(Counter::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The verdict part of the slot: `pass`, `drop`, `monitor` (would drop, passed) or
+    /// `event_lost`, which is not a packet verdict.
+    pub const fn verdict(self) -> &'static str {
+        match self {
+            Counter::PassClean | Counter::PassAllow | Counter::PassNonIp | Counter::PassNd => {
+                "pass"
+            }
+            Counter::DropBan
+            | Counter::DropDeny
+            | Counter::DropRate
+            | Counter::DropPanic
+            | Counter::DropMalformed => "drop",
+            Counter::MonitorBan
+            | Counter::MonitorDeny
+            | Counter::MonitorRate
+            | Counter::MonitorMalformed => "monitor",
+            Counter::EventLost => "event_lost",
+        }
+    }
+
+    /// The reason part of the slot.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Counter::PassClean => "clean",
+            Counter::PassAllow => "allow",
+            Counter::PassNonIp => "non_ip",
+            Counter::PassNd => "nd",
+            Counter::DropBan | Counter::MonitorBan => "ban",
+            Counter::DropDeny | Counter::MonitorDeny => "deny",
+            Counter::DropRate | Counter::MonitorRate => "rate",
+            Counter::DropPanic => "panic",
+            Counter::DropMalformed | Counter::MonitorMalformed => "malformed",
+            Counter::EventLost => "ring_full",
+        }
+    }
+
+    /// `verdict_reason`, the name used in status output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassClean => "pass_clean",
+            Counter::PassAllow => "pass_allow",
+            Counter::PassNonIp => "pass_non_ip",
+            Counter::PassNd => "pass_nd",
+            Counter::DropBan => "drop_ban",
+            Counter::DropDeny => "drop_deny",
+            Counter::DropRate => "drop_rate",
+            Counter::DropPanic => "drop_panic",
+            Counter::DropMalformed => "drop_malformed",
+            Counter::MonitorBan => "monitor_ban",
+            Counter::MonitorDeny => "monitor_deny",
+            Counter::MonitorRate => "monitor_rate",
+            Counter::MonitorMalformed => "monitor_malformed",
+            Counter::EventLost => "event_lost",
+        }
+    }
+}
+
+/// The single entry of the `SETTINGS` array. Written by the agent (and by the CLI for the
+/// panic button), read by the program on every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `LAYOUT_VERSION` of the agent that created the maps.
+    pub layout_version: u32,
+    /// A `Mode` as u32.
+    pub mode: u32,
+    /// Per-source rate limit as a GCRA emission interval: nanoseconds per packet
+    /// (10^9 / packets per second). 0 turns the rate limit off.
+    pub rate_interval_ns: u64,
+    /// Burst tolerance in nanoseconds (interval × burst).
+    pub rate_tolerance_ns: u64,
+    /// Emit one drop event per this many drops of a reason on a CPU; 0 sends none.
+    pub sample_every: u32,
+    /// Prefix length that groups IPv6 sources for the rate limit (64 = per /64).
+    pub rate_v6_prefix: u32,
+    /// `present::*` bits: which optional maps hold entries. The agent sets a bit after the
+    /// first insert and clears it after the last removal, so the program can skip a trie
+    /// lookup on an empty map.
+    pub present: u32,
+    pub _pad: u32,
+}
+
+/// Bits of `Settings::present`.
+pub mod present {
+    pub const ALLOW_V4: u32 = 1 << 0;
+    pub const ALLOW_V6: u32 = 1 << 1;
+    pub const BAN_V4: u32 = 1 << 2;
+    pub const BAN_V6: u32 = 1 << 3;
+    pub const DENY_NET_V4: u32 = 1 << 4;
+    pub const DENY_NET_V6: u32 = 1 << 5;
+    pub const THROTTLE_V4: u32 = 1 << 6;
+    pub const THROTTLE_V6: u32 = 1 << 7;
+    pub const DENY_V4: u32 = 1 << 8;
+    pub const DENY_V6: u32 = 1 << 9;
+}
+
+impl Settings {
+    pub const fn new(mode: Mode) -> Settings {
+        Settings {
+            layout_version: LAYOUT_VERSION,
+            mode: mode as u32,
+            rate_interval_ns: 0,
+            rate_tolerance_ns: 0,
+            sample_every: 64,
+            rate_v6_prefix: 64,
+            present: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Value of the `BAN_V4`/`BAN_V6` tries, keyed by the banned prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanEntry {
+    /// Monotonic nanoseconds at which the ban ends. The program treats an entry whose time
+    /// has passed as absent; the agent removes it.
+    pub expires_ns: u64,
+}
+
+/// Value of the `THROTTLE_V4`/`THROTTLE_V6` tries: a lower per-source rate for sources a
+/// playbook throttles, in the same units as `Settings`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    pub rate_interval_ns: u64,
+    pub rate_tolerance_ns: u64,
+    pub expires_ns: u64,
+}
+
+/// Key of the `RATE` LRU map: an IPv4 source as `::ffff:a.b.c.d`, an IPv6 source cut to
+/// `Settings::rate_v6_prefix` bits, so one host cannot escape its limit by rotating the
+/// low bits of its address.
+pub type RateKey = [u8; 16];
+
+/// Value of the `RATE` map: the GCRA theoretical arrival time in monotonic nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateState {
+    pub tat_ns: u64,
+}
+
+/// A sampled drop (or would-drop) sent to the agent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// Source address; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// A `Counter` as u32.
+    pub counter: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+const _: () = assert!(core::mem::size_of::<BanEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<Throttle>() == 24);
+const _: () = assert!(core::mem::size_of::<RateState>() == 8);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 40);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are plain `#[repr(C)]` integers and byte arrays with no padding
+    // (sizes asserted above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::BanEntry {}
+    unsafe impl aya::Pod for super::Throttle {}
+    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::DropEvent {}
+}

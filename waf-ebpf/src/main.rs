@@ -1,0 +1,320 @@
+//! The XDP filter. One decision per packet, by source address, in this order:
+//!
+//! 1. allow list (IPv4/IPv6 prefixes) → pass;
+//! 2. panic mode → drop everything else (ARP and IPv6 neighbour discovery still pass);
+//! 3. an unexpired timed ban covering the source → drop;
+//! 4. deny list: exact addresses in a hash, prefixes in an LPM trie → drop;
+//! 5. per-source rate limit (GCRA, a playbook's throttle taking precedence) → drop when over;
+//! 6. otherwise pass.
+//!
+//! Malformed-frame policy: a frame that is truncated or inconsistent before its source
+//! address can be read (short Ethernet or IP header, bad IP version, IHL < 5, options past
+//! the end, more than two VLAN tags), or an IPv6 packet whose extension-header chain is
+//! truncated or longer than eight headers, is dropped and counted as `drop_malformed`. The
+//! kernel's own stack would discard most of these; dropping them here means no packet shape
+//! can carry a denied source past the check. An allow-listed source is judged before its
+//! extension headers are walked, so it passes whatever it carries. In monitor mode the frame
+//! passes and is counted as `monitor_malformed`.
+#![no_std]
+#![no_main]
+
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use waf_common::{
+    capacity, present, BanEntry, Counter, DropEvent, Mode, RateKey, RateState, Settings, Throttle,
+    COUNTER_COUNT,
+};
+
+use crate::parse::{Packet, V6Tail};
+
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_COUNT, 0);
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
+
+#[map(name = "ALLOW_V4")]
+static ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::ALLOW, 0);
+#[map(name = "ALLOW_V6")]
+static ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::ALLOW, 0);
+#[map(name = "BAN_V4")]
+static BAN_V4: LpmTrie<[u8; 4], BanEntry> = LpmTrie::pinned(capacity::BAN, 0);
+#[map(name = "BAN_V6")]
+static BAN_V6: LpmTrie<[u8; 16], BanEntry> = LpmTrie::pinned(capacity::BAN, 0);
+#[map(name = "DENY_V4")]
+static DENY_V4: HashMap<[u8; 4], u32> = HashMap::pinned(capacity::DENY_EXACT, 0);
+#[map(name = "DENY_V6")]
+static DENY_V6: HashMap<[u8; 16], u32> = HashMap::pinned(capacity::DENY_EXACT, 0);
+#[map(name = "DENY_NET_V4")]
+static DENY_NET_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::DENY_NET, 0);
+#[map(name = "DENY_NET_V6")]
+static DENY_NET_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::DENY_NET, 0);
+#[map(name = "THROTTLE_V4")]
+static THROTTLE_V4: LpmTrie<[u8; 4], Throttle> = LpmTrie::pinned(capacity::THROTTLE, 0);
+#[map(name = "THROTTLE_V6")]
+static THROTTLE_V6: LpmTrie<[u8; 16], Throttle> = LpmTrie::pinned(capacity::THROTTLE, 0);
+#[map(name = "RATE")]
+static RATE: LruHashMap<RateKey, RateState> = LruHashMap::pinned(capacity::RATE, 0);
+
+/// Settings used when the agent has not written any yet: filter nothing, count everything.
+const UNCONFIGURED: Settings = Settings::new(Mode::Monitor);
+
+#[xdp]
+pub fn waf_xdp(ctx: XdpContext) -> u32 {
+    let settings = match SETTINGS.get(0) {
+        Some(s) => *s,
+        None => UNCONFIGURED,
+    };
+    let verdict = decide(&ctx, &settings);
+    act(&ctx, &settings, verdict)
+}
+
+/// Counts the verdict, samples it to the ring buffer, and turns it into an XDP action,
+/// downgrading drops to monitor counters in monitor mode.
+#[inline(always)]
+fn act(ctx: &XdpContext, settings: &Settings, verdict: Verdict) -> u32 {
+    let (counter, src, family) = match verdict {
+        Verdict::Pass(c) => {
+            count(c);
+            return xdp_action::XDP_PASS;
+        }
+        Verdict::Drop(c, src, family) => (c, src, family),
+    };
+    let (counter, action) = if settings.mode == Mode::Monitor as u32 {
+        (monitor_counter(counter), xdp_action::XDP_PASS)
+    } else {
+        (counter, xdp_action::XDP_DROP)
+    };
+    let seen = count(counter);
+    let every = settings.sample_every as u64;
+    if every != 0 && seen % every == 1 % every {
+        emit(ctx, counter, src, family);
+    }
+    action
+}
+
+enum Verdict {
+    Pass(Counter),
+    /// A drop reason with the source (IPv4 in the first four bytes) and its family.
+    Drop(Counter, [u8; 16], u8),
+}
+
+#[inline(always)]
+fn decide(ctx: &XdpContext, settings: &Settings) -> Verdict {
+    match parse::parse(ctx) {
+        Packet::NonIp => Verdict::Pass(Counter::PassNonIp),
+        Packet::Malformed => Verdict::Drop(Counter::DropMalformed, [0; 16], 0),
+        Packet::V4 { src } => decide_v4(settings, src),
+        Packet::V6 { src, tail } => decide_v6(settings, src, tail),
+    }
+}
+
+#[inline(never)]
+fn decide_v4(settings: &Settings, src: [u8; 4]) -> Verdict {
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&src);
+    let key = Key::new(32, src);
+    if settings.present & present::ALLOW_V4 != 0 && ALLOW_V4.get(&key).is_some() {
+        return Verdict::Pass(Counter::PassAllow);
+    }
+    if settings.mode == Mode::Panic as u32 {
+        return Verdict::Drop(Counter::DropPanic, addr, 4);
+    }
+    let mut now = 0;
+    if settings.present & present::BAN_V4 != 0 {
+        if let Some(ban) = BAN_V4.get(&key) {
+            now = unsafe { bpf_ktime_get_ns() };
+            if ban.expires_ns > now {
+                return Verdict::Drop(Counter::DropBan, addr, 4);
+            }
+        }
+    }
+    // SAFETY: DENY_V4 is only read here, and its value is copied out at once.
+    if settings.present & present::DENY_V4 != 0 && unsafe { DENY_V4.get(&src) }.is_some() {
+        return Verdict::Drop(Counter::DropDeny, addr, 4);
+    }
+    if settings.present & present::DENY_NET_V4 != 0 && DENY_NET_V4.get(&key).is_some() {
+        return Verdict::Drop(Counter::DropDeny, addr, 4);
+    }
+    let mut rate_key = [0u8; 16];
+    rate_key[10] = 0xff;
+    rate_key[11] = 0xff;
+    rate_key[12..].copy_from_slice(&src);
+    let mut interval = settings.rate_interval_ns;
+    let mut tolerance = settings.rate_tolerance_ns;
+    if settings.present & present::THROTTLE_V4 != 0 {
+        if let Some(t) = THROTTLE_V4.get(&key) {
+            if now == 0 {
+                now = unsafe { bpf_ktime_get_ns() };
+            }
+            if t.expires_ns > now {
+                interval = t.rate_interval_ns;
+                tolerance = t.rate_tolerance_ns;
+            }
+        }
+    }
+    if interval != 0 && over_rate(&rate_key, now, interval, tolerance) {
+        return Verdict::Drop(Counter::DropRate, addr, 4);
+    }
+    Verdict::Pass(Counter::PassClean)
+}
+
+#[inline(never)]
+fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
+    let key = Key::new(128, src);
+    if settings.present & present::ALLOW_V6 != 0 && ALLOW_V6.get(&key).is_some() {
+        return Verdict::Pass(Counter::PassAllow);
+    }
+    match tail {
+        V6Tail::Malformed => return Verdict::Drop(Counter::DropMalformed, src, 6),
+        V6Tail::NeighbourDiscovery => return Verdict::Pass(Counter::PassNd),
+        V6Tail::Other => {}
+    }
+    if settings.mode == Mode::Panic as u32 {
+        return Verdict::Drop(Counter::DropPanic, src, 6);
+    }
+    let mut now = 0;
+    if settings.present & present::BAN_V6 != 0 {
+        if let Some(ban) = BAN_V6.get(&key) {
+            now = unsafe { bpf_ktime_get_ns() };
+            if ban.expires_ns > now {
+                return Verdict::Drop(Counter::DropBan, src, 6);
+            }
+        }
+    }
+    // SAFETY: as in `decide_v4`.
+    if settings.present & present::DENY_V6 != 0 && unsafe { DENY_V6.get(&src) }.is_some() {
+        return Verdict::Drop(Counter::DropDeny, src, 6);
+    }
+    if settings.present & present::DENY_NET_V6 != 0 && DENY_NET_V6.get(&key).is_some() {
+        return Verdict::Drop(Counter::DropDeny, src, 6);
+    }
+    let mut interval = settings.rate_interval_ns;
+    let mut tolerance = settings.rate_tolerance_ns;
+    if settings.present & present::THROTTLE_V6 != 0 {
+        if let Some(t) = THROTTLE_V6.get(&key) {
+            if now == 0 {
+                now = unsafe { bpf_ktime_get_ns() };
+            }
+            if t.expires_ns > now {
+                interval = t.rate_interval_ns;
+                tolerance = t.rate_tolerance_ns;
+            }
+        }
+    }
+    if interval != 0 {
+        let rate_key = mask_v6(src, settings.rate_v6_prefix);
+        if over_rate(&rate_key, now, interval, tolerance) {
+            return Verdict::Drop(Counter::DropRate, src, 6);
+        }
+    }
+    Verdict::Pass(Counter::PassClean)
+}
+
+/// Keeps the first `prefix` bits of `addr`.
+#[inline(always)]
+fn mask_v6(mut addr: [u8; 16], prefix: u32) -> [u8; 16] {
+    let mut i = 0;
+    while i < 16 {
+        let start = i as u32 * 8;
+        if start >= prefix {
+            addr[i] = 0;
+        } else if start + 8 > prefix {
+            addr[i] &= 0xffu8 << (8 - (prefix - start));
+        }
+        i += 1;
+    }
+    addr
+}
+
+/// GCRA: a source may send when its theoretical arrival time is no further ahead of now
+/// than the burst tolerance. Concurrent updates from several CPUs may lose an increment,
+/// which lets a source through slightly over its rate, never under it.
+#[inline(always)]
+fn over_rate(key: &RateKey, now: u64, interval: u64, tolerance: u64) -> bool {
+    let now = if now == 0 {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        now
+    };
+    match RATE.get_ptr_mut(key) {
+        Some(state) => {
+            // SAFETY: the pointer comes from a successful lookup and is used at once.
+            let tat = unsafe { (*state).tat_ns };
+            let tat = if tat > now { tat } else { now };
+            if tat - now > tolerance {
+                return true;
+            }
+            unsafe { (*state).tat_ns = tat + interval };
+            false
+        }
+        None => {
+            let state = RateState {
+                tat_ns: now + interval,
+            };
+            // A failed insert only forgets this source's history; it is not a drop.
+            let _ = RATE.insert(key, &state, 0);
+            false
+        }
+    }
+}
+
+/// Increments a per-CPU counter and returns its new value on this CPU.
+#[inline(always)]
+fn count(counter: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(counter as u32) {
+        Some(slot) => {
+            // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+            unsafe {
+                *slot += 1;
+                *slot
+            }
+        }
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn monitor_counter(counter: Counter) -> Counter {
+    match counter {
+        Counter::DropBan => Counter::MonitorBan,
+        Counter::DropDeny => Counter::MonitorDeny,
+        Counter::DropRate => Counter::MonitorRate,
+        Counter::DropMalformed => Counter::MonitorMalformed,
+        other => other,
+    }
+}
+
+#[inline(never)]
+fn emit(ctx: &XdpContext, counter: Counter, addr: [u8; 16], family: u8) {
+    match EVENTS.reserve::<DropEvent>(0) {
+        Some(mut entry) => {
+            entry.write(DropEvent {
+                addr,
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                ifindex: ctx.ingress_ifindex() as u32,
+                counter: counter as u32,
+                family,
+                _pad: [0; 7],
+            });
+            entry.submit(0);
+        }
+        None => {
+            count(Counter::EventLost);
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}

@@ -1,0 +1,197 @@
+//! Header parsing: Ethernet with up to two VLAN tags, IPv4 with options, IPv6 with a bounded
+//! walk over extension headers. Every read goes through `ptr_at`, the one bounds check.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// Pre-standard QinQ outer tag, still emitted by some switches.
+const ETH_P_QINQ_OLD: u16 = 0x9100;
+const VLAN_HLEN: usize = 4;
+/// 802.1Q, and 802.1ad with one inner tag. A third tag is treated as malformed.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPV6_HLEN: usize = 40;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_NONE: u8 = 59;
+const NEXTHDR_DEST: u8 = 60;
+const NEXTHDR_ICMPV6: u8 = 58;
+/// Extension headers walked before giving up. Linux itself accepts long chains, but a
+/// legitimate packet rarely carries more than three; a longer one is malformed here.
+const MAX_EXT_HEADERS: usize = 8;
+
+/// The source of a packet and what the verdict needs to know about it.
+pub enum Packet {
+    /// ARP, LLDP and every other non-IP ethertype.
+    NonIp,
+    /// Too short or inconsistent before the source address could be read.
+    Malformed,
+    V4 {
+        src: [u8; 4],
+    },
+    V6 {
+        src: [u8; 16],
+        tail: V6Tail,
+    },
+}
+
+/// What the extension-header walk found after the fixed IPv6 header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum V6Tail {
+    /// Neighbour discovery (ICMPv6 133-137) with hop limit 255, which cannot come from off
+    /// the link (RFC 4861 section 7.1).
+    NeighbourDiscovery,
+    /// Any other upper layer, a non-first fragment, or no next header.
+    Other,
+    /// The chain was truncated or longer than `MAX_EXT_HEADERS`.
+    Malformed,
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `offset` lie inside the
+    // packet; `read_unaligned` because packet headers have no alignment guarantee.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+#[inline(always)]
+fn load_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    load::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
+}
+
+pub fn parse(ctx: &XdpContext) -> Packet {
+    let Some(mut proto) = load_be16(ctx, ETH_HLEN - 2) else {
+        return Packet::Malformed;
+    };
+    let mut l3 = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !is_vlan(proto) {
+            break;
+        }
+        match load_be16(ctx, l3 + 2) {
+            Some(inner) => proto = inner,
+            None => return Packet::Malformed,
+        }
+        l3 += VLAN_HLEN;
+    }
+    match proto {
+        ETH_P_IP => parse_v4(ctx, l3),
+        ETH_P_IPV6 => parse_v6(ctx, l3),
+        // More tags than we walk: the IP header could hide behind them.
+        p if is_vlan(p) => Packet::Malformed,
+        _ => Packet::NonIp,
+    }
+}
+
+#[inline(always)]
+fn is_vlan(proto: u16) -> bool {
+    proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ_OLD
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, l3: usize) -> Packet {
+    let Some(vihl) = load::<u8>(ctx, l3) else {
+        return Packet::Malformed;
+    };
+    let ihl = (vihl & 0x0f) as usize * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return Packet::Malformed;
+    }
+    // The whole header, options included, must be present. Fragments (first or not) carry
+    // their source here like any other packet, and the verdict needs nothing more.
+    if ptr_at::<u8>(ctx, l3 + ihl - 1).is_none() {
+        return Packet::Malformed;
+    }
+    match load::<[u8; 4]>(ctx, l3 + 12) {
+        Some(src) => Packet::V4 { src },
+        None => Packet::Malformed,
+    }
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, l3: usize) -> Packet {
+    if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
+        return Packet::Malformed;
+    }
+    let (Some(v), Some(next), Some(hop_limit), Some(src)) = (
+        load::<u8>(ctx, l3),
+        load::<u8>(ctx, l3 + 6),
+        load::<u8>(ctx, l3 + 7),
+        load::<[u8; 16]>(ctx, l3 + 8),
+    ) else {
+        return Packet::Malformed;
+    };
+    if v >> 4 != 6 {
+        return Packet::Malformed;
+    }
+    let tail = walk_v6(ctx, l3 + IPV6_HLEN, next, hop_limit);
+    Packet::V6 { src, tail }
+}
+
+/// Follows the extension-header chain to the upper layer. Kept out of line: it is the
+/// largest stage, and a BPF-to-BPF call keeps the verifier's state small.
+#[inline(never)]
+fn walk_v6(ctx: &XdpContext, start: usize, first: u8, hop_limit: u8) -> V6Tail {
+    let mut off = start;
+    let mut next = first;
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let Some([nh, len]) = load::<[u8; 2]>(ctx, off) else {
+                    return V6Tail::Malformed;
+                };
+                next = nh;
+                off += (len as usize + 1) * 8;
+            }
+            NEXTHDR_AUTH => {
+                let Some([nh, len]) = load::<[u8; 2]>(ctx, off) else {
+                    return V6Tail::Malformed;
+                };
+                next = nh;
+                off += (len as usize + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let Some(frag) = load::<[u8; 8]>(ctx, off) else {
+                    return V6Tail::Malformed;
+                };
+                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8 != 0 {
+                    // A non-first fragment has no upper-layer header to look at; it is
+                    // judged by its source address alone.
+                    return V6Tail::Other;
+                }
+                next = frag[0];
+                off += 8;
+            }
+            NEXTHDR_NONE => return V6Tail::Other,
+            NEXTHDR_ICMPV6 => {
+                let Some(icmp_type) = load::<u8>(ctx, off) else {
+                    return V6Tail::Malformed;
+                };
+                if hop_limit == 255 && (133..=137).contains(&icmp_type) {
+                    return V6Tail::NeighbourDiscovery;
+                }
+                return V6Tail::Other;
+            }
+            _ => return V6Tail::Other,
+        }
+    }
+    V6Tail::Malformed
+}
