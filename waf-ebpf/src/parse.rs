@@ -157,6 +157,9 @@ fn walk_v6(ctx: &XdpContext, start: usize, first: u8, hop_limit: u8) -> V6Tail {
                 };
                 next = nh;
                 off += (len as usize + 1) * 8;
+                if ptr_at::<[u8; 2]>(ctx, off - 2).is_none() {
+                    return V6Tail::Malformed;
+                }
             }
             NEXTHDR_AUTH => {
                 let Some([nh, len]) = load::<[u8; 2]>(ctx, off) else {
@@ -164,6 +167,9 @@ fn walk_v6(ctx: &XdpContext, start: usize, first: u8, hop_limit: u8) -> V6Tail {
                 };
                 next = nh;
                 off += (len as usize + 2) * 4;
+                if ptr_at::<[u8; 2]>(ctx, off - 2).is_none() {
+                    return V6Tail::Malformed;
+                }
             }
             NEXTHDR_FRAGMENT => {
                 let Some(frag) = load::<[u8; 8]>(ctx, off) else {
