@@ -3,6 +3,7 @@
 //!
 //! These tests need root, bpffs and veth. `cargo xtask test` runs them one at a time.
 
+pub mod agent;
 pub mod fixture;
 pub mod frames;
 pub mod lab;
