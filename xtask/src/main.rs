@@ -1,1 +1,33 @@
-fn main() {}
+//! `cargo xtask`: the project's automation. One module per subcommand.
+
+mod cmd;
+mod demo;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test and demonstrate waf-agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the XDP object and run every test, the kernel-level ones included (root).
+    Test(test::Args),
+    /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
+    Demo(demo::Args),
+    /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
+    #[command(hide = true)]
+    UdpFlood(demo::FloodArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::UdpFlood(args) => demo::udp_flood(&args),
+    }
+}
