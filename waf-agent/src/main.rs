@@ -47,6 +47,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                     clap_complete::generate(*shell, &mut cmd, "waf-agent", &mut std::io::stdout());
                 }
                 GenerateWhat::Man => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                GenerateWhat::Openapi => print!("{}", waf_agent::api::docs::openapi_json()),
             }
             Ok(())
         }

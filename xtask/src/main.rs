@@ -2,6 +2,7 @@
 
 mod cmd;
 mod demo;
+mod openapi;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ enum Command {
     Test(test::Args),
     /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
     Demo(demo::Args),
+    /// Write the admin API's OpenAPI document to docs/_generated/openapi.json.
+    Openapi,
     /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
     #[command(hide = true)]
     UdpFlood(demo::FloodArgs),
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Openapi => openapi::run(),
         Command::UdpFlood(args) => demo::udp_flood(&args),
     }
 }

@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// Seconds between edge summaries in the log.
     #[arg(long, default_value_t = 10)]
     pub summary_interval: u64,
+    /// Admin API socket, overriding `api.socket`.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,8 +136,12 @@ pub enum ConfigAction {
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+    },
     Man,
+    /// The admin API's OpenAPI document.
+    Openapi,
 }
 
 impl ModeArg {

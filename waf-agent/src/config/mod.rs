@@ -192,6 +192,22 @@ pub struct Config {
     pub log_level: String,
     pub log_json: bool,
     pub siem_endpoint: Option<String>,
+    pub api: ApiConfig,
+    /// Playbook file; `None` runs the guide's default playbook.
+    pub playbooks: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub socket: PathBuf,
+    pub tcp: Option<ApiTcp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTcp {
+    pub listen: std::net::SocketAddr,
+    pub write_token_env: String,
+    pub read_token_env: Option<String>,
 }
 
 impl Config {
@@ -638,7 +654,47 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         }
     };
 
+    let tcp = raw.api.tcp.as_ref().and_then(|t| match t.listen.parse() {
+        Ok(listen) => Some(ApiTcp {
+            listen,
+            write_token_env: t.write_token_env.clone(),
+            read_token_env: t.read_token_env.clone(),
+        }),
+        Err(_) => {
+            problem(
+                problems,
+                "api.tcp.listen",
+                format!("{:?} is not an address:port", t.listen),
+            );
+            None
+        }
+    });
+    let api = ApiConfig {
+        socket: PathBuf::from(
+            raw.api
+                .socket
+                .as_deref()
+                .unwrap_or(crate::api::DEFAULT_SOCKET),
+        ),
+        tcp,
+    };
+    if let Some(p) = &raw.playbooks {
+        match std::fs::read_to_string(p) {
+            Ok(text) => {
+                if let Err(ps) = crate::playbooks::config::parse(&text) {
+                    for mut q in ps {
+                        q.path = format!("playbooks({p}).{}", q.path);
+                        problems.push(q);
+                    }
+                }
+            }
+            Err(e) => problem(problems, "playbooks", format!("cannot read {p}: {e}")),
+        }
+    }
+
     Config {
+        api,
+        playbooks: raw.playbooks.as_ref().map(PathBuf::from),
         enabled: raw.waf.enabled,
         mode,
         edge,

@@ -18,6 +18,32 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub api: RawApi,
+    /// Playbook file; the guide's default playbook when omitted.
+    #[serde(default)]
+    pub playbooks: Option<String>,
+}
+
+/// `api:` the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Unix socket, mode 0600 (default /run/waf-agent/api.sock).
+    #[serde(default)]
+    pub socket: Option<String>,
+    #[serde(default)]
+    pub tcp: Option<RawApiTcp>,
+}
+
+/// An optional TCP listener; tokens come from environment variables, never the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiTcp {
+    pub listen: String,
+    pub write_token_env: String,
+    #[serde(default)]
+    pub read_token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
