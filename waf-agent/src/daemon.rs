@@ -89,7 +89,7 @@ fn reload(
     }
 }
 
-pub async fn run(args: &RunArgs, pin_dir_flag: &Path) -> anyhow::Result<()> {
+pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> anyhow::Result<()> {
     let mut config = load_config(args.config.as_ref())?;
     if !args.interfaces.is_empty() {
         config.edge.interfaces = args.interfaces.clone();
@@ -98,8 +98,8 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path) -> anyhow::Result<()> {
     if pin_dir_flag != Path::new(crate::config::DEFAULT_PIN_DIR) {
         config.edge.pin_dir = pin_dir_flag.to_owned();
     }
-    if let Some(socket) = &args.socket {
-        config.api.socket = socket.clone();
+    if socket_flag != Path::new(crate::api::DEFAULT_SOCKET) {
+        config.api.socket = socket_flag.to_owned();
     }
     let pin_dir = config.edge.pin_dir.clone();
     info!(config.source = %args.config.as_ref().map_or("embedded default".into(), |p| p.display().to_string()), waf.mode = ?config.mode, "configuration loaded");

@@ -22,13 +22,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             waf_agent::logging::init_from_env();
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(waf_agent::daemon::run(args, pin))
+            rt.block_on(waf_agent::daemon::run(args, pin, &cli.socket))
         }
-        Command::Status => edge::status(pin, cli.json),
+        Command::Status => edge::status(pin, &cli.socket, cli.json),
         Command::Panic { action } => edge::panic(pin, action, cli.json),
-        Command::Mode { mode } => edge::mode(pin, *mode, cli.json),
-        Command::Ban { target, ttl } => edge::ban(pin, target, ttl, cli.json),
-        Command::Unban { target } => edge::unban(pin, target, cli.json),
+        Command::Mode { mode } => edge::mode(pin, &cli.socket, *mode, cli.json),
+        Command::Ban { target, ttl } => edge::ban(pin, &cli.socket, target, ttl, cli.json),
+        Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
         Command::Config {

@@ -29,6 +29,27 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// Calls the running agent's API; `None` when no agent listens on `socket`.
+pub fn via_api(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<anyhow::Result<serde_json::Value>> {
+    if !socket.exists() {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    match rt.block_on(crate::api::client::call(socket, method, path, body)) {
+        Err(crate::api::client::ClientError::NotRunning { .. }) => None,
+        Err(e) => Some(Err(e.into())),
+        Ok(v) => Some(Ok(v)),
+    }
+}
+
 fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
     if !crate::xdp::maps::pins_exist(pin_dir) {
         return Err(Exit {
@@ -98,7 +119,12 @@ pub fn render_status(s: &model::Status) -> String {
     out.trim_end().to_owned()
 }
 
-pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
+pub fn status(pin_dir: &Path, socket: &Path, json: bool) -> anyhow::Result<()> {
+    if let Some(r) = via_api(socket, hyper::Method::GET, "/v1/status", None) {
+        let s: model::Status = serde_json::from_value(r?)?;
+        print(json, &s, render_status);
+        return Ok(());
+    }
     let maps = open(pin_dir)?;
     let s = ops::status(&maps, Vec::new())?;
     print(json, &s, render_status);
@@ -167,7 +193,13 @@ pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result
     Ok(())
 }
 
-pub fn mode(pin_dir: &Path, mode: ModeArg, json: bool) -> anyhow::Result<()> {
+pub fn mode(pin_dir: &Path, socket: &Path, mode: ModeArg, json: bool) -> anyhow::Result<()> {
+    let body = serde_json::json!({"mode": mode.as_str()});
+    if let Some(r) = via_api(socket, hyper::Method::PUT, "/v1/mode", Some(body)) {
+        let m: model::ModeState = serde_json::from_value(r?)?;
+        print(json, &m, |o| format!("mode: {}", o.mode));
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
     let m = match mode {
         ModeArg::Monitor => Mode::Monitor,
@@ -198,9 +230,28 @@ struct BanOut {
     banned: bool,
 }
 
-pub fn ban(pin_dir: &Path, t: &str, ttl: &str, json: bool) -> anyhow::Result<()> {
+pub fn ban(
+    pin_dir: &Path,
+    socket: &Path,
+    t: &str,
+    ttl_text: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let net = target(t)?;
-    let ttl = parse_ttl(ttl)?;
+    let ttl = parse_ttl(ttl_text)?;
+    let body = serde_json::json!({"target": net.to_string(), "ttl": ttl_text});
+    if let Some(r) = via_api(socket, hyper::Method::POST, "/v1/bans", Some(body)) {
+        r?;
+        let out = BanOut {
+            target: net.to_string(),
+            ttl_seconds: Some(ttl.as_secs()),
+            banned: true,
+        };
+        print(json, &out, |o| {
+            format!("banned {} for {}s", o.target, ttl.as_secs())
+        });
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
     ops::ban(&mut maps, net, ttl)?;
     let out = BanOut {
@@ -214,8 +265,19 @@ pub fn ban(pin_dir: &Path, t: &str, ttl: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn unban(pin_dir: &Path, t: &str, json: bool) -> anyhow::Result<()> {
+pub fn unban(pin_dir: &Path, socket: &Path, t: &str, json: bool) -> anyhow::Result<()> {
     let net = target(t)?;
+    let path = format!("/v1/bans?target={}", net.to_string().replace('/', "%2F"));
+    if let Some(r) = via_api(socket, hyper::Method::DELETE, &path, None) {
+        r?;
+        let out = BanOut {
+            target: net.to_string(),
+            ttl_seconds: None,
+            banned: false,
+        };
+        print(json, &out, |o| format!("unbanned {}", o.target));
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
     maps.ban_clear(net)?;
     let out = BanOut {

@@ -36,6 +36,10 @@ pub struct Cli {
     /// bpffs directory holding the pinned maps and links.
     #[arg(long, global = true, env = "WAF_PIN_DIR", default_value = crate::config::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// The running agent's admin API socket. Edge commands go through it when the agent
+    /// runs, and write the pinned maps directly when it does not.
+    #[arg(long, global = true, env = "WAF_API_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -93,9 +97,6 @@ pub struct RunArgs {
     /// Seconds between edge summaries in the log.
     #[arg(long, default_value_t = 10)]
     pub summary_interval: u64,
-    /// Admin API socket, overriding `api.socket`.
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
