@@ -31,6 +31,16 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
+        Command::Top {
+            interval,
+            iterations,
+        } => waf_agent::cli::top::run(
+            pin,
+            &cli.socket,
+            cli.json,
+            std::time::Duration::from_secs_f64(interval.max(0.1)),
+            *iterations,
+        ),
         Command::Config {
             action: ConfigAction::Check { file },
         } => waf_agent::cli::config_check(file, cli.json),

@@ -50,7 +50,7 @@ pub fn via_api(
     }
 }
 
-fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
+pub fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
     if !crate::xdp::maps::pins_exist(pin_dir) {
         return Err(Exit {
             code: exit::NOT_RUNNING,

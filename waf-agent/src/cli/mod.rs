@@ -3,6 +3,7 @@
 
 pub mod edge;
 pub mod output;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -78,6 +79,15 @@ pub enum Command {
     },
     /// Detach the program from every interface and remove all pins.
     Detach,
+    /// Live drops by reason and the busiest sources, refreshing in the terminal.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
     /// Shell completions and the man page.
     #[command(hide = true)]
     Generate {
