@@ -2,4 +2,7 @@
 //! bans, playbooks, an inspecting HTTP proxy, and the control plane that steers them.
 
 pub mod config;
+pub mod events;
+pub mod logging;
+pub mod metrics;
 pub mod xdp;
