@@ -54,8 +54,36 @@ pub struct Sink {
     target: SinkTarget,
     timeout: Duration,
     http: Option<reqwest::Client>,
-    tcp: Mutex<Option<TcpStream>>,
+    tcp: Mutex<TcpState>,
     host: String,
+}
+
+/// Bytes of recent syslog frames kept to send again after the connection breaks.
+pub const SYSLOG_TCP_RESEND_BYTES: usize = 4 * 1024 * 1024;
+
+/// Syslog over TCP has no acknowledgement: a frame the kernel accepted may die in socket
+/// buffers when the receiver goes away. The frames written lately are kept, and sent again
+/// first on a new connection after a break (receivers deduplicate on the event id). This
+/// narrows the loss window to what exceeds `SYSLOG_TCP_RESEND_BYTES`, and to an agent
+/// restart at the very moment of a break.
+#[derive(Debug, Default)]
+struct TcpState {
+    stream: Option<TcpStream>,
+    recent: std::collections::VecDeque<Vec<u8>>,
+    recent_bytes: usize,
+    broken: bool,
+}
+
+impl TcpState {
+    fn remember(&mut self, frames: Vec<u8>) {
+        self.recent_bytes += frames.len();
+        self.recent.push_back(frames);
+        while self.recent_bytes > SYSLOG_TCP_RESEND_BYTES && self.recent.len() > 1 {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_bytes -= old.len();
+            }
+        }
+    }
 }
 
 /// The name of this host as syslog and Splunk want it.
@@ -96,7 +124,7 @@ impl Sink {
             target: cfg.target.clone(),
             timeout: cfg.timeout,
             http,
-            tcp: Mutex::new(None),
+            tcp: Mutex::new(TcpState::default()),
             host: hostname(),
         })
     }
@@ -221,19 +249,28 @@ impl Sink {
     }
 
     async fn syslog_tcp(&self, address: &str, records: &[Vec<u8>]) -> Result<(), SinkError> {
-        let mut guard = self.tcp.lock().await;
-        // A peer that closed since the last batch would swallow the first write: check first.
-        if let Some(stream) = guard.as_ref() {
+        let mut state = self.tcp.lock().await;
+        // A peer that closed since the last batch would swallow the next write: check first.
+        if let Some(stream) = state.stream.as_ref() {
             let mut probe = [0u8; 1];
             match stream.try_read(&mut probe) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                _ => *guard = None,
+                _ => {
+                    state.stream = None;
+                    state.broken = true;
+                }
             }
         }
-        if guard.is_none() {
+        if state.stream.is_none() {
             let peer = Self::resolve(address).await?;
-            let stream = TcpStream::connect(peer).await.map_err(io(address))?;
-            *guard = Some(stream);
+            let mut stream = TcpStream::connect(peer).await.map_err(io(address))?;
+            if state.broken {
+                for frames in &state.recent {
+                    stream.write_all(frames).await.map_err(io(address))?;
+                }
+                state.broken = false;
+            }
+            state.stream = Some(stream);
         }
         let pid = std::process::id();
         let mut frames = Vec::new();
@@ -242,17 +279,23 @@ impl Sink {
                 r, &self.host, pid,
             )));
         }
-        let result = match guard.as_mut() {
+        let result = match state.stream.as_mut() {
             Some(stream) => match stream.write_all(&frames).await {
                 Ok(()) => stream.flush().await,
                 Err(e) => Err(e),
             },
             None => Ok(()),
         };
-        if let Err(e) = result {
-            *guard = None;
-            return Err(io(address)(e));
+        match result {
+            Ok(()) => {
+                state.remember(frames);
+                Ok(())
+            }
+            Err(e) => {
+                state.stream = None;
+                state.broken = true;
+                Err(io(address)(e))
+            }
         }
-        Ok(())
     }
 }
