@@ -350,3 +350,6 @@ pub(super) fn validate_metrics(raw: &RawMetrics, problems: &mut Vec<Problem>) ->
     };
     MetricsConfig { listen, top_k }
 }
+
+#[cfg(test)]
+mod tests;

@@ -108,7 +108,7 @@ fn splunk_hec_envelope_wraps_each_event() {
 #[test]
 fn elasticsearch_bulk_has_create_action_lines_keyed_by_event_id() {
     let record = fixed_event().to_json();
-    let body = elasticsearch_bulk(&[record.clone()], "waf-agent-events");
+    let body = elasticsearch_bulk(std::slice::from_ref(&record), "waf-agent-events");
     let mut expected =
         br#"{"create":{"_id":"0191e0f4-7a2b-7c3d-8e4f-123456789abc","_index":"waf-agent-events"}}"#
             .to_vec();
