@@ -324,3 +324,66 @@ async fn full_spool_drops_oldest_counts_them_and_reports_siem_dropped() {
     );
     fwd.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_counts_the_overflow_and_reports_it_as_siem_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(Dialect::Webhook).await;
+    let metrics = Metrics::default();
+    let catalogue = ErrorCatalogue::embedded().expect("embedded catalogue");
+    let (bus, rx) = EventBus::new(5, catalogue, metrics.clone());
+    // Nobody is reading yet: five fit, five are dropped and counted.
+    for seq in 0..10 {
+        bus.emit(event(1, seq));
+    }
+    let fwd = Forwarder::start(&[receiver.sink("siem", dir.path())], rx).expect("start");
+    assert!(wait_for(10, || receiver.events().len() >= 6).await);
+    let events = receiver.events();
+    assert_eq!(first_arrivals(&events)["198.51.100.1"], vec![0, 1, 2, 3, 4]);
+    let report = events
+        .iter()
+        .find(|e| e["event"]["type"] == "siem.dropped")
+        .expect("a siem.dropped event");
+    assert_eq!(report["event"]["details"]["sink"], "queue");
+    assert_eq!(report["event"]["details"]["dropped"], 5);
+    assert_eq!(report["event"]["code"], "SYS-5101");
+    assert!(metrics
+        .encode()
+        .contains("waf_siem_dropped_total{sink=\"queue\"} 5\n"));
+    fwd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_writes_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let sink = SinkConfig {
+        name: "file".to_owned(),
+        target: waf_agent::config::siem::SinkTarget::File(path.clone()),
+        batch_size: 10,
+        flush_interval: Duration::ZERO,
+        timeout: Duration::from_secs(2),
+        spool_dir: dir.path().join("spool"),
+        spool_max_bytes: 1 << 20,
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+    };
+    let (bus, fwd) = start(&[sink], &Metrics::default());
+    for seq in 0..25 {
+        bus.emit(event(2, seq));
+    }
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        wait_for(10, || read().lines().count() == 25).await,
+        "25 lines"
+    );
+    let events: Vec<Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one event"))
+        .collect();
+    assert_eq!(
+        first_arrivals(&events)["198.51.100.2"],
+        (0..25).collect::<Vec<u64>>()
+    );
+    fwd.shutdown().await;
+}

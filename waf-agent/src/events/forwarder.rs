@@ -207,6 +207,8 @@ impl FanOut {
 
     fn settle(&mut self) {
         self.report_drops();
+        let depth = self.bus.depth() as u64;
+        self.bus.metrics().set_siem_queue(QUEUE_SINK, depth, 0);
         for state in &self.states {
             let mut spool = state.spool();
             if let Err(e) = spool.flush() {
@@ -286,10 +288,24 @@ async fn deliver_loop(
                 }
             }
         }
-        let peeked = state.spool().peek(batch_size);
+        let (peeked, lost) = {
+            let mut spool = state.spool();
+            let peeked = spool.peek(batch_size);
+            (peeked, spool.take_lost())
+        };
+        if lost > 0 {
+            tracing::warn!(siem.sink = %name, siem.lost = lost, "damaged spool records skipped");
+            metrics.siem_dropped(&name, lost);
+        }
         let batch = match peeked {
             Ok(Some(b)) => b,
-            Ok(None) => continue,
+            Ok(None) => {
+                // Nothing readable although the count says otherwise: wait rather than spin.
+                if pause(state.cfg.retry_initial, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(siem.sink = %name, error = %ErrorChain(&e), "cannot read spool");
                 if pause(backoff, &mut stop).await {

@@ -86,6 +86,7 @@ pub struct Spool {
     pending: u64,
     bytes: u64,
     next_id: u64,
+    lost: u64,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -208,6 +209,7 @@ impl Spool {
             pending: report.pending,
             bytes,
             next_id,
+            lost: 0,
         };
         Ok((spool, report))
     }
@@ -346,6 +348,7 @@ impl Spool {
             ends: Vec::new(),
         };
         let mut pos = self.cursor;
+        let mut skip = None;
         for seg in self.segments.iter().filter(|s| s.id >= self.cursor.segment) {
             if seg.id != pos.segment {
                 pos = Position {
@@ -362,6 +365,7 @@ impl Spool {
             file.seek(SeekFrom::Start(pos.offset))
                 .map_err(io_err(&path))?;
             let mut reader = io::BufReader::new(file).take(seg.bytes - pos.offset);
+            let mut damaged = false;
             while batch.records.len() < max {
                 match read_record(&mut reader).map_err(io_err(&path))? {
                     Some(Ok(payload)) => {
@@ -370,14 +374,46 @@ impl Spool {
                         batch.records.push(payload);
                         batch.ends.push(pos);
                     }
-                    None | Some(Err(())) => break,
+                    None | Some(Err(())) => {
+                        damaged = pos.offset < seg.bytes;
+                        break;
+                    }
                 }
             }
             if batch.records.len() >= max {
                 break;
             }
+            if damaged {
+                if batch.records.is_empty() {
+                    skip = Some((
+                        seg.id,
+                        seg.bytes,
+                        seg.records,
+                        seg.records.saturating_sub(pos.index),
+                    ));
+                }
+                break;
+            }
+        }
+        if let Some((segment, end, records, lost)) = skip {
+            // The rest of a damaged segment cannot be read: skip it so that delivery goes on,
+            // and count it as lost.
+            self.cursor = Position {
+                segment,
+                offset: end,
+                index: records,
+            };
+            self.pending = self.pending.saturating_sub(lost);
+            self.lost += lost;
+            self.save_cursor()?;
+            return self.peek(max);
         }
         Ok((!batch.records.is_empty()).then_some(batch))
+    }
+
+    /// Takes the count of records lost to damage found while reading.
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
     }
 
     /// Marks a batch from `peek` delivered. Records already dropped for space are skipped.

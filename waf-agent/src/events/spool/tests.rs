@@ -116,3 +116,23 @@ fn drop_during_delivery_does_not_double_count() {
         s.pending()
     );
 }
+
+#[test]
+fn damaged_record_mid_segment_is_skipped_and_counted_not_spun_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = Spool::open(dir.path(), 1 << 20).expect("open");
+    for i in 0..10 {
+        s.append(&rec(i)).expect("append");
+    }
+    s.flush().expect("flush");
+    // Flip a payload byte of the first record while the spool is open.
+    let seg = segment_path(dir.path(), 0);
+    let mut bytes = fs::read(&seg).expect("segment");
+    bytes[HEADER as usize] ^= 0xff;
+    fs::write(&seg, bytes).expect("damage");
+    assert_eq!(s.peek(5).expect("peek").map(|b| b.records.len()), None);
+    assert_eq!(s.take_lost(), 10);
+    assert_eq!(s.pending(), 0);
+    s.append(&rec(10)).expect("append after damage");
+    assert_eq!(drain(&mut s, 5), vec![rec(10)]);
+}
