@@ -273,16 +273,21 @@ async fn full_spool_drops_oldest_counts_them_and_reports_siem_dropped() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+    let dropped = || -> u64 {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("waf_siem_dropped_total{sink=\"siem\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("waf_siem_dropped_total for the sink")
+    };
+    // Let the forwarder take the whole flood before the receiver comes back, so that what
+    // is kept is exactly the newest.
+    assert!(wait_for(10, || bus.depth() == 0).await, "queue drained");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let scraped = metrics.encode();
-    let dropped: u64 = scraped
-        .lines()
-        .find(|l| l.starts_with("waf_siem_dropped_total{sink=\"siem\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .expect("waf_siem_dropped_total for the sink");
     assert!(
-        dropped > 0,
+        dropped() > 0,
         "2000 events of ~600 bytes cannot fit in 64 KiB"
     );
     receiver.restart().await;
@@ -308,6 +313,7 @@ async fn full_spool_drops_oldest_counts_them_and_reports_siem_dropped() {
         .sum();
     assert!(reported > 0, "a siem.dropped event reaches the receiver");
     let seqs = &first_arrivals(&events)["198.51.100.1"];
+    let dropped = dropped();
     assert_eq!(
         seqs.first().copied(),
         Some(total - seqs.len() as u64),
@@ -385,5 +391,29 @@ async fn file_sink_writes_json_lines() {
         first_arrivals(&events)["198.51.100.2"],
         (0..25).collect::<Vec<u64>>()
     );
+    fwd.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_too_large_is_halved_and_an_event_refused_alone_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(Dialect::Webhook).await;
+    receiver.got.lock().expect("lock").max_batch = Some(7);
+    let metrics = Metrics::default();
+    let (bus, fwd) = start(&[receiver.sink("siem", dir.path())], &metrics);
+    for seq in 0..40 {
+        let ev = event(3, seq);
+        bus.emit(if seq == 17 {
+            ev.detail("huge", true)
+        } else {
+            ev
+        });
+    }
+    assert!(wait_for(10, || receiver.events().len() >= 39).await);
+    let expected: Vec<u64> = (0..40).filter(|s| *s != 17).collect();
+    assert_eq!(first_arrivals(&receiver.events())["198.51.100.3"], expected);
+    assert!(metrics
+        .encode()
+        .contains("waf_siem_dropped_total{sink=\"siem\"} 1\n"));
     fwd.shutdown().await;
 }

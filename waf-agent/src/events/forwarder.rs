@@ -265,6 +265,8 @@ async fn deliver_loop(
 ) {
     let name = state.cfg.name.clone();
     let batch_size = state.cfg.batch_size;
+    // Smaller than batch_size while bisecting a batch the receiver found too large.
+    let mut limit = batch_size;
     let mut backoff = state.cfg.retry_initial;
     let mut failing = false;
     loop {
@@ -290,7 +292,7 @@ async fn deliver_loop(
         }
         let (peeked, lost) = {
             let mut spool = state.spool();
-            let peeked = spool.peek(batch_size);
+            let peeked = spool.peek(limit);
             (peeked, spool.take_lost())
         };
         if lost > 0 {
@@ -320,20 +322,40 @@ async fn deliver_loop(
             _ = stop.changed() => return,
         };
         match result {
-            Ok(()) => {
+            Ok(refused) => {
                 let n = batch.records.len() as u64;
                 let mut spool = state.spool();
                 if let Err(e) = spool.ack(&batch) {
                     tracing::warn!(siem.sink = %name, error = %ErrorChain(&e), "cannot record delivery");
                 }
-                metrics.siem_delivered(&name, n);
+                metrics.siem_delivered(&name, n - refused);
                 metrics.set_siem_queue(&name, spool.pending(), spool.bytes());
                 drop(spool);
+                if refused > 0 {
+                    tracing::warn!(siem.sink = %name, siem.refused = refused, "receiver refused events for good");
+                    metrics.siem_dropped(&name, refused);
+                }
                 if failing {
                     tracing::info!(siem.sink = %name, "event sink delivering again");
                     failing = false;
                 }
                 backoff = state.cfg.retry_initial;
+                limit = batch_size;
+            }
+            Err(SinkError::TooLarge { .. }) if batch.records.len() > 1 => {
+                metrics.siem_delivery_failed(&name);
+                limit = (batch.records.len() / 2).max(1);
+                tracing::debug!(siem.sink = %name, siem.batch = limit, "batch too large, halving");
+            }
+            Err(e @ SinkError::TooLarge { .. }) => {
+                // One event the receiver will never take: waiting would block every later one.
+                metrics.siem_delivery_failed(&name);
+                metrics.siem_dropped(&name, 1);
+                tracing::warn!(siem.sink = %name, error = %ErrorChain(&e), "event dropped");
+                let mut spool = state.spool();
+                if let Err(e) = spool.ack(&batch) {
+                    tracing::warn!(siem.sink = %name, error = %ErrorChain(&e), "cannot record delivery");
+                }
             }
             Err(e) => {
                 metrics.siem_delivery_failed(&name);

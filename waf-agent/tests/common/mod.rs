@@ -46,6 +46,9 @@ pub struct Received {
     /// Elasticsearch ids already stored.
     pub ids: HashSet<String>,
     pub requests: usize,
+    /// Webhook only: batches with more events, or any event with `details.huge`, are
+    /// refused with 413.
+    pub max_batch: Option<usize>,
 }
 
 pub struct Receiver {
@@ -88,6 +91,14 @@ async fn http_answer(
         Dialect::Webhook => {
             let batch: Vec<Value> =
                 serde_json::from_slice(&body).expect("webhook body must be a JSON array");
+            let too_large = got.max_batch.is_some_and(|m| batch.len() > m)
+                || batch.iter().any(|e| e["event"]["details"]["huge"] == true);
+            if too_large {
+                return Response::builder()
+                    .status(413)
+                    .body(Full::default())
+                    .expect("response");
+            }
             got.events.extend(batch);
             json!({"ok": true})
         }

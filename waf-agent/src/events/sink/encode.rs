@@ -85,18 +85,21 @@ pub fn elasticsearch_bulk(records: &[Vec<u8>], index: &str) -> Vec<u8> {
     out
 }
 
-/// Whether a bulk response reports every item stored, counting a conflict (the event is
-/// already there) as stored.
-pub fn bulk_response_ok(body: &[u8]) -> Result<(), String> {
+/// Reads a bulk response: `Ok(refused)` with the number of documents the cluster refused for
+/// good (mapping errors and other 4xx, which a retry would not change), counting a conflict
+/// (the event is already stored) as stored; `Err` when an item may succeed on a retry
+/// (429, 5xx) or the response is not a bulk response, so the batch is sent again.
+pub fn bulk_outcome(body: &[u8]) -> Result<u64, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|_| "bulk response is not json".to_owned())?;
     if v.get("errors").and_then(Value::as_bool) != Some(true) {
-        return Ok(());
+        return Ok(0);
     }
     let items = v
         .get("items")
         .and_then(Value::as_array)
         .ok_or_else(|| "bulk response has errors and no items".to_owned())?;
+    let mut refused = 0;
     for item in items {
         let status = item
             .as_object()
@@ -104,11 +107,14 @@ pub fn bulk_response_ok(body: &[u8]) -> Result<(), String> {
             .and_then(|a| a.get("status"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        if !(200..300).contains(&status) && status != 409 {
-            return Err(format!("bulk item refused with status {status}"));
+        match status {
+            200..=299 | 409 => {}
+            429 => return Err("bulk item refused with status 429".to_owned()),
+            400..=499 => refused += 1,
+            other => return Err(format!("bulk item refused with status {other}")),
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// RFC 5424 facility `local0`.
@@ -187,6 +193,20 @@ pub fn syslog_5424(record: &[u8], host: &str, pid: u32) -> Vec<u8> {
     let mut out = header.into_bytes();
     out.extend_from_slice(record);
     out
+}
+
+/// The largest syslog datagram sent; bigger events lose their `details` (RFC 5426 allows up
+/// to the UDP limit, and receivers commonly take 64 KiB).
+pub const SYSLOG_UDP_MAX: usize = 60_000;
+
+/// The event with `details` replaced by `{"truncated": true}`, for transports with a size
+/// limit.
+pub fn without_details(record: &[u8]) -> Vec<u8> {
+    let mut event = parse(record);
+    if let Some(body) = event.get_mut("event").and_then(Value::as_object_mut) {
+        body.insert("details".to_owned(), json!({ "truncated": true }));
+    }
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 /// RFC 6587 octet counting, for syslog over TCP: `LEN SP MSG`.

@@ -29,6 +29,9 @@ pub enum SinkError {
     /// The receiver answered, but did not take the batch.
     #[error("{url} answered {status}")]
     Refused { url: String, status: u16 },
+    /// The receiver refused the batch as too large (413).
+    #[error("{url} refused a batch of {records} events as too large")]
+    TooLarge { url: String, records: usize },
     /// The Elasticsearch bulk response reports an item not stored.
     #[error("bulk request to {url} partly refused: {reason}")]
     Bulk { url: String, reason: String },
@@ -133,8 +136,24 @@ impl Sink {
         &self.name
     }
 
-    /// Delivers the whole batch, or fails.
-    pub async fn deliver(&self, records: &[Vec<u8>]) -> Result<(), SinkError> {
+    /// Delivers the whole batch, or fails. On success, returns how many of the events the
+    /// receiver refused for good (Elasticsearch mapping errors); they are not retried.
+    pub async fn deliver(&self, records: &[Vec<u8>]) -> Result<u64, SinkError> {
+        if let SinkTarget::Elasticsearch { url, token, index } = &self.target {
+            let bulk = format!("{url}/_bulk");
+            let auth = token.as_ref().map(|t| format!("ApiKey {t}"));
+            let body = encode::elasticsearch_bulk(records, index);
+            let answer = self
+                .post(&bulk, "application/x-ndjson", auth, body, records.len())
+                .await?;
+            return encode::bulk_outcome(&answer)
+                .map_err(|reason| SinkError::Bulk { url: bulk, reason });
+        }
+        self.deliver_all(records).await.map(|()| 0)
+    }
+
+    /// Delivers to a sink that takes a batch whole or not at all.
+    async fn deliver_all(&self, records: &[Vec<u8>]) -> Result<(), SinkError> {
         match &self.target {
             SinkTarget::Stdout => {
                 let mut out = tokio::io::stdout();
@@ -158,9 +177,15 @@ impl Sink {
             }
             SinkTarget::Webhook { url, token } => {
                 let auth = token.as_ref().map(|t| format!("Bearer {t}"));
-                self.post(url, "application/json", auth, encode::json_array(records))
-                    .await
-                    .map(drop)
+                self.post(
+                    url,
+                    "application/json",
+                    auth,
+                    encode::json_array(records),
+                    records.len(),
+                )
+                .await
+                .map(drop)
             }
             SinkTarget::SplunkHec { url, token, index } => {
                 let body = encode::splunk_hec(records, index.as_deref(), &self.host);
@@ -169,18 +194,13 @@ impl Sink {
                     "application/json",
                     Some(format!("Splunk {token}")),
                     body,
+                    records.len(),
                 )
                 .await
                 .map(drop)
             }
-            SinkTarget::Elasticsearch { url, token, index } => {
-                let bulk = format!("{url}/_bulk");
-                let auth = token.as_ref().map(|t| format!("ApiKey {t}"));
-                let body = encode::elasticsearch_bulk(records, index);
-                let answer = self.post(&bulk, "application/x-ndjson", auth, body).await?;
-                encode::bulk_response_ok(&answer)
-                    .map_err(|reason| SinkError::Bulk { url: bulk, reason })
-            }
+            // Handled in `deliver`, which reads the per-item outcome.
+            SinkTarget::Elasticsearch { .. } => Ok(()),
             SinkTarget::SyslogUdp(address) => self.syslog_udp(address, records).await,
             SinkTarget::SyslogTcp(address) => {
                 tokio::time::timeout(self.timeout, self.syslog_tcp(address, records))
@@ -196,6 +216,7 @@ impl Sink {
         content_type: &str,
         auth: Option<String>,
         body: Vec<u8>,
+        records: usize,
     ) -> Result<Vec<u8>, SinkError> {
         let Some(client) = &self.http else {
             return Err(SinkError::Resolve(url.to_owned()));
@@ -214,6 +235,12 @@ impl Sink {
         let resp = req.send().await.map_err(http)?;
         let status = resp.status();
         let answer = resp.bytes().await.map_err(http)?;
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            return Err(SinkError::TooLarge {
+                url: url.to_owned(),
+                records,
+            });
+        }
         if !status.is_success() {
             return Err(SinkError::Refused {
                 url: url.to_owned(),
@@ -242,7 +269,10 @@ impl Sink {
         socket.connect(peer).await.map_err(io(address))?;
         let pid = std::process::id();
         for r in records {
-            let msg = encode::syslog_5424(r, &self.host, pid);
+            let mut msg = encode::syslog_5424(r, &self.host, pid);
+            if msg.len() > encode::SYSLOG_UDP_MAX {
+                msg = encode::syslog_5424(&encode::without_details(r), &self.host, pid);
+            }
             socket.send(&msg).await.map_err(io(address))?;
         }
         Ok(())

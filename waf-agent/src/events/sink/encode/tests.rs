@@ -124,11 +124,25 @@ fn elasticsearch_bulk_has_create_action_lines_keyed_by_event_id() {
 #[test]
 fn bulk_response_conflicts_count_as_stored() {
     let body = br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409}}]}"#;
-    assert_eq!(bulk_response_ok(body), Ok(()));
+    assert_eq!(bulk_outcome(body), Ok(0));
+}
+
+#[test]
+fn bulk_response_mapping_errors_are_refused_for_good() {
+    let body = br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":400}}]}"#;
+    assert_eq!(bulk_outcome(body), Ok(1));
+}
+
+#[test]
+fn bulk_response_overload_is_retried() {
     let body = br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":429}}]}"#;
     assert_eq!(
-        bulk_response_ok(body),
+        bulk_outcome(body),
         Err("bulk item refused with status 429".to_owned())
+    );
+    assert_eq!(
+        bulk_outcome(b"<html>"),
+        Err("bulk response is not json".to_owned())
     );
 }
 
