@@ -89,6 +89,15 @@ impl ErrorCatalogue {
         ErrorCatalogue::from_yaml(DEFAULT_CATALOGUE)
     }
 
+    /// The catalogue at `path` (`Config::error_codes_path`, from
+    /// `PLEXICHAT_ERROR_CODES_PATH`), or the shipped one when there is none.
+    pub fn for_config(path: Option<&Path>) -> Result<ErrorCatalogue, CatalogueError> {
+        match path {
+            Some(p) => ErrorCatalogue::load(p),
+            None => ErrorCatalogue::embedded(),
+        }
+    }
+
     pub fn get(&self, code: &str) -> Option<&ErrorCode> {
         self.codes.get(code)
     }

@@ -123,8 +123,8 @@ impl EdgeDropAggregator {
         emitted
     }
 
-    /// Flushes every interval until the task is dropped; flushes once more on the way out if
-    /// the bus is still there.
+    /// Flushes every interval, forever: spawn it and abort the task to stop. Call `flush`
+    /// once more on shutdown to emit the last partial interval.
     pub async fn run(self, bus: EventBus) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

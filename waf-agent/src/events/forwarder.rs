@@ -68,7 +68,8 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Opens each sink's spool (resuming what a previous run left) and starts the tasks.
+    /// Opens each sink's spool (resuming what a previous run left) and starts the tasks on
+    /// the current tokio runtime.
     pub fn start(
         sinks: &[SinkConfig],
         receiver: EventReceiver,
