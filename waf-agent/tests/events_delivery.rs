@@ -417,3 +417,49 @@ async fn batch_too_large_is_halved_and_an_event_refused_alone_is_dropped_and_cou
         .contains("waf_siem_dropped_total{sink=\"siem\"} 1\n"));
     fwd.shutdown().await;
 }
+
+fn sample(metrics: &Metrics, prefix: &str) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_doubling_up_to_the_maximum_then_deliver() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("not-yet");
+    let sink = SinkConfig {
+        name: "file".to_owned(),
+        target: waf_agent::config::siem::SinkTarget::File(missing.join("events.jsonl")),
+        batch_size: 10,
+        flush_interval: Duration::ZERO,
+        timeout: Duration::from_secs(2),
+        spool_dir: dir.path().join("spool"),
+        spool_max_bytes: 1 << 20,
+        retry_initial: Duration::from_secs(1),
+        retry_max: Duration::from_secs(4),
+    };
+    let metrics = Metrics::default();
+    let (bus, fwd) = start(&[sink], &metrics);
+    bus.emit(event(1, 0));
+    let errors = "waf_siem_delivery_errors_total{sink=\"file\"}";
+    // Attempts at 0, 1, 3, 7, 11, 15 s: the wait doubles from 1 s and stays at 4 s.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    assert_eq!(sample(&metrics, errors), 4, "attempts at 0, 1, 3 and 7 s");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sample(&metrics, errors), 5, "the next one 4 s later, not 8");
+    std::fs::create_dir(&missing).expect("create the sink's directory");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sample(&metrics, errors), 5);
+    assert_eq!(
+        sample(&metrics, "waf_siem_delivered_total{sink=\"file\"}"),
+        1
+    );
+    let lines = std::fs::read_to_string(missing.join("events.jsonl")).expect("file sink output");
+    assert_eq!(lines.lines().count(), 1);
+    fwd.shutdown().await;
+}

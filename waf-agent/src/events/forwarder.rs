@@ -75,6 +75,9 @@ impl Forwarder {
         receiver: EventReceiver,
     ) -> Result<Forwarder, ForwarderError> {
         let metrics = receiver.bus.metrics().clone();
+        if sinks.is_empty() {
+            tracing::warn!("no event sinks configured: security events are counted, not forwarded");
+        }
         let mut states = Vec::with_capacity(sinks.len());
         let mut built = Vec::with_capacity(sinks.len());
         for cfg in sinks {

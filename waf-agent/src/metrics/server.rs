@@ -6,10 +6,13 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::Metrics;
+
+/// A scraper that has not sent its request headers by then is disconnected.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -58,6 +61,8 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) -> Result<(), Metric
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(metrics.peer = %peer, error = %e, "metrics connection ended");
