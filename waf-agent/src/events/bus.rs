@@ -52,7 +52,7 @@ impl EventBus {
         metrics: Metrics,
     ) -> (EventBus, EventReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        metrics.register_sink(QUEUE_SINK);
+        metrics.register_queue(QUEUE_SINK);
         let bus = EventBus {
             tx,
             shared: Arc::new(Shared {

@@ -212,7 +212,7 @@ impl FanOut {
     fn settle(&mut self) {
         self.report_drops();
         let depth = self.bus.depth() as u64;
-        self.bus.metrics().set_siem_queue(QUEUE_SINK, depth, 0);
+        self.bus.metrics().set_siem_queue_depth(QUEUE_SINK, depth);
         for state in &self.states {
             let mut spool = state.spool();
             if let Err(e) = spool.flush() {

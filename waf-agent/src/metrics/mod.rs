@@ -350,6 +350,14 @@ impl Metrics {
             .set(gauge_value(spool_bytes));
     }
 
+    /// Events waiting in memory (the `queue` series).
+    pub fn set_siem_queue_depth(&self, sink: &str, depth: u64) {
+        self.inner
+            .siem_queue_depth
+            .get_or_create(&vec![("sink", sink.to_owned())])
+            .set(gauge_value(depth));
+    }
+
     pub fn siem_dropped(&self, sink: &str, n: u64) {
         self.inner
             .siem_dropped
@@ -380,6 +388,13 @@ impl Metrics {
         drop(self.inner.siem_delivery_errors.get_or_create(&labels));
         drop(self.inner.siem_queue_depth.get_or_create(&labels));
         drop(self.inner.siem_spool_bytes.get_or_create(&labels));
+    }
+
+    /// Creates the series of the in-memory queue at zero.
+    pub fn register_queue(&self, name: &str) {
+        let labels = vec![("sink", name.to_owned())];
+        drop(self.inner.siem_dropped.get_or_create(&labels));
+        drop(self.inner.siem_queue_depth.get_or_create(&labels));
     }
 
     pub fn event_emitted(&self, kind: &str) {
