@@ -79,6 +79,7 @@ fn redact_value(key: &str, value: &mut Value) {
 /// sensitive (query strings, form bodies, cookie lists, header lines), and the credential
 /// after `Bearer` or `Basic`.
 pub fn redact_text(text: &str) -> String {
+    let text = &redact_userinfo(text);
     let mut out = String::with_capacity(text.len());
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -125,6 +126,34 @@ pub fn redact_text(text: &str) -> String {
         out.push_str(&text[i..i + ch_len]);
         i += ch_len;
     }
+    out
+}
+
+/// Redacts the password of `scheme://user:password@host` URLs.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(['/', '?', '#', ' ', '"', '\r', '\n'])
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority
+            .rfind('@')
+            .and_then(|a| authority[..a].find(':').map(|c| (c, a)))
+        {
+            Some((colon, at_sign)) => {
+                out.push_str(&authority[..=colon]);
+                out.push_str(REDACTED);
+                out.push_str(&authority[at_sign..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -302,6 +331,18 @@ mod tests {
     fn bearer_credential_in_free_text_is_redacted() {
         let v = redacted_details("note", Value::String("sent bearer abc.def then".to_owned()));
         assert_eq!(v, Value::String("sent bearer [REDACTED] then".to_owned()));
+    }
+
+    #[test]
+    fn password_in_url_userinfo_is_redacted() {
+        let v = redacted_details(
+            "upstream",
+            Value::String("https://svc:s3cr3t@api.example/v1?x=1".to_owned()),
+        );
+        assert_eq!(
+            v,
+            Value::String("https://svc:[REDACTED]@api.example/v1?x=1".to_owned())
+        );
     }
 
     #[test]
