@@ -19,6 +19,8 @@ use crate::{
     api::{self, model::ReloadOutcome, Control},
     cli::{edge, RunArgs},
     config::{env::Overrides, Config},
+    events::{EdgeDropAggregator, ErrorCatalogue, EventBus, Forwarder, SecurityEvent},
+    metrics::Metrics,
     playbooks::{self, engine::Engine},
     xdp::{apply, clock, events, loader, maps::EdgeMaps, OBJECT},
 };
@@ -48,7 +50,9 @@ fn reload(
     interfaces: &[String],
     maps: &Arc<Mutex<EdgeMaps>>,
     current: &Arc<std::sync::RwLock<Config>>,
+    events: &EventBus,
 ) -> ReloadOutcome {
+    let source = path.map_or("embedded default".to_owned(), |p| p.display().to_string());
     let mut new = match load_config(path) {
         Ok(c) => c,
         Err(e) => {
@@ -56,7 +60,8 @@ fn reload(
                 .lines()
                 .map(|l| l.trim().to_owned())
                 .collect();
-            warn!(event.type = "config.rejected", problems = %problems.join("; "), "configuration rejected; keeping the running one");
+            warn!(problems = %problems.join("; "), "configuration rejected; keeping the running one");
+            events.emit(SecurityEvent::config_rejected(&source, &problems));
             return ReloadOutcome {
                 applied: false,
                 problems,
@@ -70,7 +75,16 @@ fn reload(
         .and_then(|_| apply::apply_lists(&mut m, &new, &edge::read_runtime_allow(pin_dir)));
     match applied {
         Ok(d) => {
-            info!(event.type = "config.changed", deny.added = d.deny_added, deny.removed = d.deny_removed, "configuration reloaded");
+            info!(
+                deny.added = d.deny_added,
+                deny.removed = d.deny_removed,
+                "configuration reloaded"
+            );
+            events.emit(
+                SecurityEvent::config_changed(&source, &format!("{:?}", new.mode))
+                    .detail("deny_added", d.deny_added)
+                    .detail("deny_removed", d.deny_removed),
+            );
             if let Ok(mut c) = current.write() {
                 *c = new;
             }
@@ -102,6 +116,28 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         config.api.socket = socket_flag.to_owned();
     }
     let pin_dir = config.edge.pin_dir.clone();
+    if let Err(e) = crate::logging::init_logging(&config.log_level, config.log_json) {
+        eprintln!("warning: {e}");
+    }
+    let metrics = Metrics::new(config.metrics.top_k);
+    let catalogue = ErrorCatalogue::for_config(config.error_codes_path.as_deref())
+        .context("loading the error-code catalogue")?;
+    let (bus, receiver) = EventBus::new(config.siem.queue_capacity, catalogue, metrics.clone());
+    let forwarder =
+        Forwarder::start(&config.siem.sinks, receiver).context("starting event forwarding")?;
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, m).await {
+                warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    let drops = EdgeDropAggregator::new(config.siem.edge_drop_interval, 10_000);
+    tokio::spawn(drops.clone().run(bus.clone()));
     info!(config.source = %args.config.as_ref().map_or("embedded default".into(), |p| p.display().to_string()), waf.mode = ?config.mode, "configuration loaded");
 
     let (books, channels) = match &config.playbooks {
@@ -137,14 +173,15 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
 
     let top = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
-        let (path, pin_dir, maps, current, interfaces) = (
+        let (path, pin_dir, maps, current, interfaces, bus) = (
             args.config.clone(),
             pin_dir.clone(),
             maps.clone(),
             current.clone(),
             interfaces.clone(),
+            bus.clone(),
         );
-        Arc::new(move || reload(path.as_ref(), &pin_dir, &interfaces, &maps, &current))
+        Arc::new(move || reload(path.as_ref(), &pin_dir, &interfaces, &maps, &current, &bus))
     };
     let control = Control {
         maps: maps.clone(),
@@ -152,20 +189,34 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         config_path: args.config.clone(),
         top: top.clone(),
         reload: reload_fn.clone(),
+        events: bus.clone(),
     };
     spawn_api(control, &api_config)?;
 
     let (blocked_tx, blocked_rx) = mpsc::channel::<Blocked>(4096);
-    spawn_playbooks(Engine::new(books), channels, blocked_rx, maps.clone());
+    spawn_playbooks(
+        Engine::new(books),
+        channels,
+        blocked_rx,
+        maps.clone(),
+        bus.clone(),
+    );
     // The proxy sends its blocks here; kept open for the agent's life.
     let _blocked = blocked_tx;
 
-    spawn_edge_watch(
-        &pin_dir,
-        maps.clone(),
+    let sample_weight = u64::from(current.read().map_or(1, |c| c.edge.sample_every.max(1)));
+    let watch = EdgeWatch {
+        maps: maps.clone(),
         top,
-        Duration::from_secs(args.summary_interval.max(1)),
-    )?;
+        every: Duration::from_secs(args.summary_interval.max(1)),
+        drops,
+        sample_weight,
+        bus: bus.clone(),
+        metrics: metrics.clone(),
+        interfaces: interfaces.join(","),
+        capacity: current.read().map(|c| c.edge.capacity).unwrap_or_default(),
+    };
+    spawn_edge_watch(&pin_dir, watch)?;
 
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -180,6 +231,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         }
     }
     let _ = std::fs::remove_file(&api_config.socket);
+    forwarder.shutdown().await;
     info!(xdp.pin_dir = %pin_dir.display(), "stopping; the filter stays attached (`waf-agent detach` removes it)");
     Ok(())
 }
@@ -224,6 +276,7 @@ pub fn spawn_playbooks(
     channels: std::collections::BTreeMap<String, playbooks::config::Channel>,
     mut blocked: mpsc::Receiver<Blocked>,
     maps: Arc<Mutex<EdgeMaps>>,
+    bus: EventBus,
 ) {
     let client = reqwest::Client::new();
     let channels = Arc::new(channels);
@@ -242,7 +295,13 @@ pub fn spawn_playbooks(
                         for d in done {
                             match d {
                                 playbooks::executor::Done::Banned { source, ttl } => {
-                                    info!(event.type = "edge.ban", playbook = %f.playbook, ban.target = %source, ban.ttl_s = ttl.as_secs(), "playbook banned a source at the NIC");
+                                    info!(playbook = %f.playbook, ban.target = %source, ban.ttl_s = ttl.as_secs(), "playbook banned a source at the NIC");
+                                    bus.emit(
+                                        SecurityEvent::edge_ban(&source.to_string(), &format!("playbook:{}", f.playbook), None)
+                                            .detail("ttl_seconds", ttl.as_secs())
+                                            .detail("blocked_requests", f.count)
+                                            .detail("severity_tier", f.severity.clone()),
+                                    );
                                 }
                                 playbooks::executor::Done::Throttled { source, pps, .. } => {
                                     info!(playbook = %f.playbook, ban.target = %source, throttle.pps = pps, "playbook throttled a source at the NIC");
@@ -264,18 +323,31 @@ pub fn spawn_playbooks(
     });
 }
 
-/// Reads sampled drops, expires bans, and logs a summary per interval.
-fn spawn_edge_watch(
-    pin_dir: &Path,
+/// What the edge watcher needs.
+struct EdgeWatch {
     maps: Arc<Mutex<EdgeMaps>>,
     top: Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>,
     every: Duration,
-) -> anyhow::Result<()> {
+    drops: EdgeDropAggregator,
+    /// Packets one sampled event stands for (`edge.sample_every`).
+    sample_weight: u64,
+    bus: EventBus,
+    metrics: Metrics,
+    interfaces: String,
+    capacity: crate::config::Capacity,
+}
+
+/// Reads sampled drops into events, expires bans, exports counters and map fill as
+/// metrics, and logs a summary per interval.
+fn spawn_edge_watch(pin_dir: &Path, w: EdgeWatch) -> anyhow::Result<()> {
     let aggregate = Arc::new(std::sync::Mutex::new(events::Aggregate::default()));
     let ring = events::open(pin_dir)?;
     let agg = aggregate.clone();
+    let drops = w.drops.clone();
+    let weight = w.sample_weight;
     tokio::spawn(async move {
         let result = events::pump(ring, move |d| {
+            drops.record(d.source, d.counter.name(), d.ifindex, weight);
             if let Ok(mut a) = agg.lock() {
                 a.add(d);
             }
@@ -286,23 +358,45 @@ fn spawn_edge_watch(
         }
     });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(w.every);
         let mut last = [0u64; waf_common::COUNTER_COUNT as usize];
+        let iface = if w.interfaces.is_empty() {
+            "none".to_owned()
+        } else {
+            w.interfaces.clone()
+        };
         loop {
             tick.tick().await;
-            let mut m = maps.lock().await;
+            let mut m = w.maps.lock().await;
             if let Ok(expired) = m.sweep_bans(clock::monotonic_ns()) {
                 for net in expired {
-                    info!(event.type = "edge.unban", ban.target = %net, "ban expired");
+                    info!(ban.target = %net, "ban expired");
+                    w.bus
+                        .emit(SecurityEvent::edge_unban(&net.to_string(), "expired"));
                 }
             }
             let Ok(now) = m.counters() else { continue };
+            let fill = m.fill();
+            let bans = ops_bans_active(&m);
             drop(m);
+            for c in Counter::ALL {
+                w.metrics
+                    .set_edge_packets(c.verdict(), c.reason(), &iface, now[c as usize]);
+            }
+            for (map, entries) in fill {
+                w.metrics
+                    .set_edge_map(map, entries as u64, capacity_of(&w.capacity, map));
+            }
+            w.metrics.set_bans_active(bans);
             let busiest = aggregate
                 .lock()
                 .map(|mut a| a.take_top(10))
                 .unwrap_or_default();
-            if let Ok(mut t) = top.lock() {
+            for (ip, _, n) in &busiest {
+                w.metrics
+                    .offender_blocked_by(&ip.to_string(), *n * w.sample_weight);
+            }
+            if let Ok(mut t) = w.top.lock() {
                 *t = busiest.clone();
             }
             if now != last {
@@ -333,4 +427,19 @@ fn spawn_edge_watch(
         }
     });
     Ok(())
+}
+
+fn ops_bans_active(m: &EdgeMaps) -> u64 {
+    crate::xdp::ops::bans(m, clock::monotonic_ns()).len() as u64
+}
+
+fn capacity_of(c: &crate::config::Capacity, map: &str) -> u64 {
+    use waf_common::maps as n;
+    u64::from(match map {
+        n::ALLOW_V4 | n::ALLOW_V6 => c.allow,
+        n::BAN_V4 | n::BAN_V6 => c.ban,
+        n::DENY_V4 | n::DENY_V6 => c.deny_exact,
+        n::DENY_NET_V4 | n::DENY_NET_V6 => c.deny_net,
+        _ => waf_common::capacity::THROTTLE,
+    })
 }

@@ -5,6 +5,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod logging;
+pub mod metrics;
 pub mod playbooks;
 pub mod xdp;

@@ -20,7 +20,6 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     let pin = cli.pin_dir.as_path();
     match &cli.command {
         Command::Run(args) => {
-            waf_agent::logging::init_from_env();
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(waf_agent::daemon::run(args, pin, &cli.socket))
         }

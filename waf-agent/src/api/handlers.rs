@@ -117,6 +117,10 @@ pub async fn add_ban(State(c): State<Control>, Json(req): Json<BanRequest>) -> R
     let ttl = parse_ttl(&req.ttl).map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
     let mut maps = c.maps.lock().await;
     ops::ban(&mut maps, net, ttl)?;
+    c.events.emit(
+        crate::events::SecurityEvent::edge_ban(&net.to_string(), "manual", None)
+            .detail("ttl_seconds", ttl.as_secs()),
+    );
     let now = clock::monotonic_ns();
     let ban = ops::bans(&maps, now)
         .into_iter()
@@ -208,7 +212,15 @@ pub async fn put_mode(State(c): State<Control>, Json(req): Json<ModeRequest>) ->
         }
     };
     let mut maps = c.maps.lock().await;
-    Ok(Json(ops::mode_state(&ops::set_mode(&mut maps, mode)?)))
+    let before = ops::mode_state(&maps.settings()?).mode;
+    let after = ops::mode_state(&ops::set_mode(&mut maps, mode)?);
+    c.events.emit(crate::events::SecurityEvent::mode_changed(
+        "edge",
+        &before,
+        &after.mode,
+        "api",
+    ));
+    Ok(Json(after))
 }
 
 /// The panic button: drop everything not allow-listed, optionally for a while.

@@ -32,6 +32,8 @@ pub struct Control {
     pub top: Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>,
     /// Applies a new configuration as a whole, or refuses it and keeps the running one.
     pub reload: Arc<dyn Fn() -> model::ReloadOutcome + Send + Sync>,
+    /// Security events for what operators change through the API.
+    pub events: crate::events::EventBus,
 }
 
 #[derive(Debug, thiserror::Error)]

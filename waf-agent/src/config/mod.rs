@@ -4,12 +4,16 @@
 
 pub mod env;
 pub mod raw;
+pub mod siem;
 
 use std::{fmt, net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 
-use self::raw::{RawConfig, RawFeedSource, RawRateLimiting, RawRules};
+use self::{
+    raw::{RawConfig, RawFeedSource, RawRateLimiting, RawRules},
+    siem::{MetricsConfig, SiemConfig},
+};
 
 /// The configuration the agent starts with when no file is given. The same file is installed
 /// as `/etc/waf-agent/agent.yaml`.
@@ -192,6 +196,9 @@ pub struct Config {
     pub log_level: String,
     pub log_json: bool,
     pub siem_endpoint: Option<String>,
+    /// Event sinks, including the one `PLEXICHAT_SIEM_ENDPOINT` names.
+    pub siem: SiemConfig,
+    pub metrics: MetricsConfig,
     pub api: ApiConfig,
     /// Playbook file; `None` runs the guide's default playbook.
     pub playbooks: Option<PathBuf>,
@@ -654,6 +661,14 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         }
     };
 
+    let state_dir = PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+    let siem = siem::validate_siem(
+        &raw.siem,
+        extra.siem_endpoint.as_deref(),
+        &state_dir,
+        problems,
+    );
+    let metrics = siem::validate_metrics(&raw.metrics, problems);
     let tcp = raw.api.tcp.as_ref().and_then(|t| match t.listen.parse() {
         Ok(listen) => Some(ApiTcp {
             listen,
@@ -703,7 +718,7 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         rate_limits,
         max_body_bytes,
         max_file_size_bytes,
-        state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
+        state_dir,
         error_codes_path: extra.error_codes_path.map(PathBuf::from),
         request_id_header: extra
             .request_id_header
@@ -711,6 +726,8 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         log_level,
         log_json,
         siem_endpoint: extra.siem_endpoint,
+        siem,
+        metrics,
     }
 }
 
