@@ -260,3 +260,34 @@ fn reload_with_a_broken_config_keeps_the_running_one() {
     assert_eq!(v["mode"], "monitor");
     agent.stop();
 }
+
+#[test]
+fn events_tail_shows_a_mode_change_made_through_the_cli() {
+    let case = Case::new(53, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let tail = case
+        .lab
+        .in_host(&[
+            waf_tests::agent::binary().to_str().expect("path"),
+            "--socket",
+        ])
+        .arg(socket_for(&case.pin_dir))
+        .args(["--json", "events", "tail", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events tail");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["mode", "monitor"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = tail.wait_with_output().expect("tail output");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
+    assert_eq!(v["event"]["type"], "mode.changed", "{line}");
+    assert_eq!(v["event"]["details"]["to"], "monitor", "{line}");
+    agent.stop();
+}

@@ -62,3 +62,38 @@ pub async fn call(
     }
     serde_json::from_slice(&body).map_err(|e| ClientError::Http(Box::new(e)))
 }
+
+/// Opens a streaming GET and hands each chunk of the body to `f` until the stream ends.
+pub async fn stream(
+    socket: &Path,
+    path: &str,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), ClientError> {
+    let stream =
+        tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|_| ClientError::NotRunning {
+                path: socket.display().to_string(),
+            })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(Box::new(e)))?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ClientError::Http(Box::new(e)))?;
+    let mut resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(Box::new(e)))?;
+    while let Some(frame) = resp.body_mut().frame().await {
+        let frame = frame.map_err(|e| ClientError::Http(Box::new(e)))?;
+        if let Some(data) = frame.data_ref() {
+            f(data);
+        }
+    }
+    Ok(())
+}

@@ -27,6 +27,7 @@ use super::{handlers, model, Control};
         handlers::put_mode,
         handlers::panic,
         handlers::reload,
+        handlers::events,
     ),
     components(schemas(
         model::Health,

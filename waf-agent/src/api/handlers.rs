@@ -62,6 +62,7 @@ pub fn routes() -> Router<Control> {
         .route("/v1/mode", get(get_mode).put(put_mode))
         .route("/v1/panic", post(panic))
         .route("/v1/config/reload", post(reload))
+        .route("/v1/events", get(events))
 }
 
 fn top(c: &Control) -> Vec<TopSource> {
@@ -255,4 +256,30 @@ pub async fn reload(State(c): State<Control>) -> Json<ReloadOutcome> {
                 problems: vec!["the reload task failed".to_owned()],
             }),
     )
+}
+
+/// Security events as they happen, one JSON object per line, redacted. The stream stays
+/// open until the client goes away; a reader that falls behind skips events.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    responses((status = 200, description = "newline-delimited JSON security events", content_type = "application/x-ndjson")))]
+pub async fn events(State(c): State<Control>) -> Response {
+    let rx = c.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let mut line = ev.to_json();
+                    line.push(b'\n');
+                    return Some((Ok::<_, std::convert::Infallible>(line), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -20,6 +20,8 @@ struct Shared {
     catalogue: ErrorCatalogue,
     metrics: Metrics,
     overflow: AtomicU64,
+    /// Live, redacted copies for `waf-agent events tail`; lossy by design.
+    tap: tokio::sync::broadcast::Sender<SecurityEvent>,
 }
 
 /// A cheap, cloneable emitter.
@@ -59,6 +61,7 @@ impl EventBus {
                 catalogue,
                 metrics,
                 overflow: AtomicU64::new(0),
+                tap: tokio::sync::broadcast::channel(1024).0,
             }),
         };
         let receiver = EventReceiver {
@@ -72,6 +75,11 @@ impl EventBus {
     /// as dropped.
     pub fn emit(&self, mut ev: SecurityEvent) {
         self.classify(&mut ev);
+        if self.shared.tap.receiver_count() > 0 {
+            let mut copy = ev.clone();
+            super::redact::redact_event(&mut copy);
+            let _ = self.shared.tap.send(copy);
+        }
         if self.tx.try_send(ev).is_err() {
             self.shared.overflow.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.siem_dropped(QUEUE_SINK, 1);
@@ -89,6 +97,12 @@ impl EventBus {
             ev.event.severity = severity;
         }
         self.shared.metrics.event_emitted(&ev.event.kind);
+    }
+
+    /// Live copies of every event from now on, already redacted. A slow reader misses
+    /// events rather than slowing the bus.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SecurityEvent> {
+        self.shared.tap.subscribe()
     }
 
     /// Events waiting in memory.
