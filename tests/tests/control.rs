@@ -291,3 +291,45 @@ fn events_tail_shows_a_mode_change_made_through_the_cli() {
     assert_eq!(v["event"]["details"]["to"], "monitor", "{line}");
     agent.stop();
 }
+
+#[test]
+fn running_agent_exports_kernel_counters_and_map_fill_as_metrics() {
+    let config = "waf:\n  mode: blocking\n  ip_reputation:\n    deny_list: [\"198.18.54.3\"]\nedge:\n  interfaces: [IFACE]\nmetrics:\n  listen: 127.0.0.1:9464\n";
+    let case = Case::new(54, config);
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    assert_eq!(case.lab.ping("198.18.54.2", "198.18.54.1", 3, "0.1"), 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = curl(&case.lab, &["http://127.0.0.1:9464/metrics"]);
+    assert_eq!(code, 200);
+    let iface = &case.lab.host_if;
+    let line = body
+        .lines()
+        .find(|l| {
+            l.starts_with("waf_edge_packets_total{")
+                && l.contains("verdict=\"pass\"")
+                && l.contains("reason=\"clean\"")
+                && l.contains(&format!("interface=\"{iface}\""))
+        })
+        .unwrap_or_else(|| panic!("no pass/clean series for {iface}:\n{body}"));
+    let value: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!(value >= 3.0, "{line}");
+    assert!(
+        body.lines().any(|l| l.starts_with("waf_edge_map_entries{")
+            && l.contains("map=\"DENY_V4\"")
+            && l.ends_with(" 1")),
+        "deny map fill exported:\n{body}"
+    );
+    assert!(body
+        .lines()
+        .any(|l| l.starts_with("waf_edge_map_capacity{") && l.contains("map=\"DENY_V4\"")));
+    agent.stop();
+}
