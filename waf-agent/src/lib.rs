@@ -2,4 +2,6 @@
 //! bans, playbooks, an inspecting HTTP proxy, and the control plane that steers them.
 
 pub mod config;
+pub mod inspect;
+pub mod proxy;
 pub mod xdp;

@@ -1,0 +1,1 @@
+//! The inspecting reverse proxy.
