@@ -18,6 +18,55 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub proxy: RawProxy,
+}
+
+/// `proxy:` the inspecting reverse proxy in front of the application.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Address to listen on; default `127.0.0.1:8080`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// The application, `http://host:port`; default `http://127.0.0.1:8000`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Time allowed for the upstream to send its response head.
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Time a client has to send a complete request head (slowloris).
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    /// Time a client has to send a complete request body.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Largest request head accepted.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` is believed; none by default.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    #[serde(default)]
+    pub user_id_header: Option<String>,
+    /// PEM certificate chain and key; both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// Origins allowed to send state-changing requests with cookies
+    /// (`https://app.example`); empty turns the CSRF check off.
+    #[serde(default)]
+    pub csrf_origins: Vec<String>,
+    /// Time given to open requests on shutdown.
+    #[serde(default)]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
+    path::PathBuf,
 };
 
 use regex::{RegexSet, RegexSetBuilder};
@@ -100,14 +100,9 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine from the agent's configuration and its rules directory
-    /// (`waf.rules.dir`, relative paths taken from `base`).
-    pub fn from_config(config: &Config, base: &Path) -> Result<Engine, RulesError> {
-        let dir = config
-            .rules
-            .dir
-            .as_deref()
-            .map_or_else(|| base.join("rules"), |d| base.join(d));
-        Engine::new(config, load_dir(&dir)?)
+    /// (`waf.rules.dir`, default `rules/`, relative to the configuration's directory).
+    pub fn from_config(config: &Config) -> Result<Engine, RulesError> {
+        Engine::new(config, load_dir(&rules_dir(config))?)
     }
 
     /// Builds the engine from rules already loaded.
@@ -328,6 +323,16 @@ impl Engine {
             sanitize_args,
         }
     }
+}
+
+/// The rules directory a configuration names.
+pub fn rules_dir(config: &Config) -> PathBuf {
+    let base = &config.base_dir;
+    config
+        .rules
+        .dir
+        .as_deref()
+        .map_or_else(|| base.join("rules"), |d| base.join(d))
 }
 
 #[expect(clippy::too_many_arguments, reason = "one flat record of a match")]

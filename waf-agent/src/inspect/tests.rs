@@ -16,8 +16,9 @@ fn config(mode: &str, rules_extra: &str) -> Config {
 }
 
 fn shipped(mode: &str) -> Engine {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    Engine::from_config(&config(mode, ""), &base).expect("shipped rules must compile")
+    let mut c = config(mode, "");
+    c.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    Engine::from_config(&c).expect("shipped rules must compile")
 }
 
 fn custom(mode: &str, rules_extra: &str, rules: &str) -> Engine {
