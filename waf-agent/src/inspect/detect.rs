@@ -44,8 +44,10 @@ pub fn libinjection(input: &Input) -> Vec<Detection> {
             detail: "",
         });
     }
-    if input.target != Target::Headers || input.name == "referer" {
-        if libinjectionrs::detect_xss(bytes).is_injection() {
+    if (input.target != Target::Headers || input.name == "referer")
+        && libinjectionrs::detect_xss(bytes).is_injection()
+    {
+        {
             out.push(Detection {
                 id: XSS_ID,
                 name: "XSS (libinjection)",

@@ -17,6 +17,7 @@ use super::{
     request::RequestView,
     rules::{load_dir, Action, Category, Rule, RuleSet, RulesError, Transform},
     timestamp::now_unix,
+    uploads::FileInfo,
 };
 use crate::config::{raw::RawRuleCategory, Config, WafMode};
 
@@ -70,6 +71,8 @@ pub struct Inspection {
     pub path: String,
     /// Names of the arguments to sanitise when the verdict is `Sanitize`.
     pub sanitize_args: Vec<String>,
+    /// Files uploaded in a multipart body.
+    pub files: Vec<FileInfo>,
 }
 
 impl Inspection {
@@ -265,7 +268,14 @@ impl Engine {
                 &mut found, d.id, d.name, d.category, None, action, &input, true,
             );
         }
-        self.decide(found, extracted.path, req, reject)
+        let files = extracted
+            .parts
+            .iter()
+            .filter_map(FileInfo::from_part)
+            .collect();
+        let mut inspection = self.decide(found, extracted.path, req, reject);
+        inspection.files = files;
+        inspection
     }
 
     fn decide(
@@ -321,6 +331,7 @@ impl Engine {
             verdict,
             path,
             sanitize_args,
+            files: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod request;
 pub mod rules;
 pub mod sanitize;
 pub mod timestamp;
+pub mod uploads;
 
 pub use engine::{Engine, Inspection, Match, Verdict};
 pub use request::{parse_raw_request, ParseError, RequestView};
