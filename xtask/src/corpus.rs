@@ -271,12 +271,13 @@ pub fn payloads(root: &Path) -> anyhow::Result<Vec<Case>> {
         let bytes = std::fs::read(&f).with_context(|| format!("read {}", f.display()))?;
         for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
+            if line.is_empty() || line.starts_with(b"#") {
                 continue;
             }
             let mut q = String::new();
             for &b in line {
-                if b <= b' ' || b >= 0x7f || b == b'#' {
+                // Encoded as a browser would: bytes that may not appear raw in a request target.
+                if b <= b' ' || b >= 0x7f || b"#\"<>{}|\\^`".contains(&b) {
                     q.push_str(&format!("%{b:02X}"));
                 } else {
                     q.push(b as char);

@@ -110,6 +110,14 @@ fn send_all(addr: SocketAddr, cases: &[Case], threads: usize) -> Vec<u16> {
     statuses
 }
 
+fn offline_engine(config_dir: &Path, paranoia: u8) -> anyhow::Result<waf_agent::inspect::Engine> {
+    let text = format!("waf:\n  mode: blocking\n  rules:\n    paranoia_level: {paranoia}\n");
+    let mut config =
+        waf_agent::config::Config::from_yaml(&text, &waf_agent::config::env::Overrides::none())?;
+    config.base_dir = config_dir.to_path_buf();
+    Ok(waf_agent::inspect::Engine::from_config(&config)?)
+}
+
 fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}%"))
 }
@@ -123,6 +131,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cases.len(),
         args.paranoia
     );
+    let engine = offline_engine(&args.config_dir, args.paranoia)?;
     let upstream = start_upstream()?;
     let ours =
         OurProxy::start(&args.config_dir, upstream, args.paranoia).context("start the proxy")?;
@@ -187,6 +196,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     .take(200)
                     .collect::<String>()
             );
+            if let Ok(view) = waf_agent::inspect::parse_raw_request(&c.raw) {
+                for m in engine.inspect(&view).matches {
+                    let excerpt: String = m.excerpt.chars().take(100).collect();
+                    println!(
+                        "    matched {} ({:?} {:?}): {excerpt:?}",
+                        m.rule_id, m.target, m.name
+                    );
+                }
+            }
         }
     }
     println!();

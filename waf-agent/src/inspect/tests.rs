@@ -157,9 +157,14 @@ fn payload_padded_past_a_window_is_still_found() {
 }
 
 #[test]
-fn the_guides_semicolon_rule_fires_as_written() {
-    let (_, ids) = verdict(&shipped("blocking"), b"GET /x?a=1;2 HTTP/1.1\r\n\r\n");
-    assert_eq!(ids, ["sqli-001"]);
+fn the_guides_example_rules_load_and_fire_as_written() {
+    let mut c = config("blocking", "    dir: rules/examples\n");
+    c.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let e = Engine::from_config(&c).expect("the guide's example rules must compile");
+    let (v, ids) = verdict(&e, b"GET /x?a=1;2 HTTP/1.1\r\n\r\n");
+    assert_eq!((v, ids), (Verdict::Block, vec!["sqli-001".to_owned()]));
+    let (_, ids) = verdict(&e, b"GET /x?a=../../etc HTTP/1.1\r\n\r\n");
+    assert!(ids.contains(&"pt-001".to_owned()), "matches {ids:?}");
 }
 
 #[test]
