@@ -14,7 +14,8 @@ use crate::loopback::{free_port, wait_listening};
 
 pub const MODULE: &str = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so";
 pub const BASE_CONF: &str = "/etc/nginx/modsecurity.conf";
-pub const CRS_LOAD: &str = "/usr/share/modsecurity-crs/owasp-crs.load";
+pub const CRS_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
+pub const CRS_RULES: &str = "/usr/share/modsecurity-crs/rules";
 
 /// A running nginx; stopped when dropped.
 pub struct Nginx {
@@ -26,7 +27,7 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx + ModSecurity + CRS proxying to `upstream`.
     pub fn start(upstream: SocketAddr, paranoia: u8, workers: usize) -> anyhow::Result<Nginx> {
-        for f in [MODULE, BASE_CONF, CRS_LOAD] {
+        for f in [MODULE, BASE_CONF, CRS_SETUP, CRS_RULES] {
             anyhow::ensure!(
                 Path::new(f).exists(),
                 "{f} is missing: install nginx libnginx-mod-http-modsecurity modsecurity-crs"
@@ -43,7 +44,7 @@ impl Nginx {
                 "Include {BASE_CONF}\nSecRuleEngine On\nSecResponseBodyAccess Off\nSecAuditEngine Off\n\
 SecAction \"id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={paranoia}\"\n\
 SecAction \"id:900110,phase:1,nolog,pass,t:none,setvar:tx.inbound_anomaly_score_threshold=5\"\n\
-Include {CRS_LOAD}\n"
+Include {CRS_SETUP}\nInclude {CRS_RULES}/*.conf\n"
             ),
         )?;
         let d = dir.display();
@@ -68,14 +69,15 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
             .arg("-p")
             .arg(&dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
             .spawn()
             .context("start nginx")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut nginx = Nginx { addr, child, dir };
         if let Err(e) = wait_listening(addr) {
             let _ = nginx.child.kill();
-            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
+                + &std::fs::read_to_string(nginx.dir.join("stderr.log")).unwrap_or_default();
             anyhow::bail!("nginx did not start: {e}\n{log}");
         }
         Ok(nginx)

@@ -381,9 +381,20 @@ fn apply(transforms: &[Transform], value: &str) -> String {
             Transform::JsDecode => js_decode(&v),
             Transform::CompressWhitespace => v.split_whitespace().collect::<Vec<_>>().join(" "),
             Transform::RemoveComments => remove_comments(&v),
+            Transform::ShellNormalize => shell_normalize(&v),
         };
     }
     v
+}
+
+/// See `Transform::ShellNormalize`.
+fn shell_normalize(v: &str) -> String {
+    v.replace("$()", "")
+        .replace("${}", "")
+        .replace("$@", "")
+        .chars()
+        .filter(|c| !matches!(c, '\'' | '"' | '\\' | '^'))
+        .collect()
 }
 
 /// Drops `/* ... */` comments, which SQL treats as whitespace (`UN/**/ION`).

@@ -181,6 +181,8 @@ fn extract_body(req: &RequestView, out: &mut Extracted) {
     let trimmed = body.trim_ascii_start();
     if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
         push_json(body, out);
+    } else if trimmed.starts_with(b"<") {
+        // Markup: splitting it on `&` and `=` would invent arguments out of attributes.
     } else if body.contains(&b'=') {
         out.push_form(body);
     }

@@ -129,6 +129,9 @@ pub enum Transform {
     JsDecode,
     CompressWhitespace,
     RemoveComments,
+    /// Drops what a shell removes before running a word: quotes, backslashes, carets and
+    /// empty expansions (`c'a't`, `c\at`, `ca$()t`, `ca$@t`).
+    ShellNormalize,
 }
 
 /// One rule as written in a file.
