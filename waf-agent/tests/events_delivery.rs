@@ -352,7 +352,7 @@ async fn full_queue_counts_the_overflow_and_reports_it_as_siem_dropped() {
         .expect("a siem.dropped event");
     assert_eq!(report["event"]["details"]["sink"], "queue");
     assert_eq!(report["event"]["details"]["dropped"], 5);
-    assert_eq!(report["event"]["code"], "SYS-5101");
+    assert_eq!(report["event"]["code"], "CTL-6101");
     assert!(metrics
         .encode()
         .contains("waf_siem_dropped_total{sink=\"queue\"} 5\n"));

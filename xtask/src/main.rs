@@ -1,14 +1,22 @@
 //! `cargo xtask`: the project's automation. One module per subcommand.
 
+mod bench_proxy;
 mod cmd;
+mod corpus;
 mod demo;
+mod loopback;
+mod modsec;
 mod openapi;
 mod test;
+mod waf_eval;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "Build, test and demonstrate waf-agent")]
+#[command(
+    name = "xtask",
+    about = "Build, test, evaluate and demonstrate waf-agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +33,17 @@ enum Command {
     /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
     #[command(hide = true)]
     UdpFlood(demo::FloodArgs),
+    /// Detection and false-positive rates of the proxy beside nginx + ModSecurity + CRS.
+    WafEval(waf_eval::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Throughput and latency: direct, through the proxy, through nginx + ModSecurity.
+    Proxy(bench_proxy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Openapi => openapi::run(),
         Command::UdpFlood(args) => demo::udp_flood(&args),
+        Command::WafEval(a) => waf_eval::run(&a),
+        Command::Bench(Bench::Proxy(a)) => bench_proxy::run(&a),
     }
 }

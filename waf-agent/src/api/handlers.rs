@@ -28,7 +28,7 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
             Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, "VALID-3002", m),
-            Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "SYS-5001", m),
+            Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "SYS-5000", m),
         };
         let body = ErrorBody {
             error: ErrorDetail {

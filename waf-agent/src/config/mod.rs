@@ -6,7 +6,7 @@ pub mod env;
 pub mod raw;
 pub mod siem;
 
-use std::{fmt, net::IpAddr, path::PathBuf};
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
@@ -202,6 +202,31 @@ pub struct Config {
     pub api: ApiConfig,
     /// Playbook file; `None` runs the guide's default playbook.
     pub playbooks: Option<PathBuf>,
+    /// Where relative paths of the file (rules directory) are resolved: the directory of
+    /// the configuration file, `/etc/waf-agent` for the embedded default.
+    pub base_dir: PathBuf,
+    pub proxy: ProxyConfig,
+}
+
+/// The `proxy:` block, checked.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: std::net::SocketAddr,
+    /// `http://host:port`, no path.
+    pub upstream: String,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub api_key_header: Option<String>,
+    pub user_id_header: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub csrf_origins: Vec<String>,
+    pub allowed_mime_types: Vec<String>,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -250,7 +275,11 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_yaml(&text, env)
+        let mut config = Config::from_yaml(&text, env)?;
+        config.base_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn embedded_default(env: &env::Overrides) -> Result<Config, ConfigError> {
@@ -706,10 +735,34 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
             Err(e) => problem(problems, "playbooks", format!("cannot read {p}: {e}")),
         }
     }
+    let proxy = proxy_config(&raw.proxy, limits.as_ref(), problems);
+    if let Some(pl) = raw.waf.rules.paranoia_level {
+        if !(1..=4).contains(&pl) {
+            problem(problems, "waf.rules.paranoia_level", "must be 1 to 4");
+        }
+    }
+    for (name, category) in [
+        ("sql_injection", &raw.waf.rules.sql_injection),
+        ("xss_protection", &raw.waf.rules.xss_protection),
+        ("path_traversal", &raw.waf.rules.path_traversal),
+        ("command_injection", &raw.waf.rules.command_injection),
+    ] {
+        if let Some(a) = category.as_ref().and_then(|c| c.action.as_deref()) {
+            if !["block", "sanitize", "monitor"].contains(&a) {
+                problem(
+                    problems,
+                    &format!("waf.rules.{name}.action"),
+                    format!("{a:?} is not one of block, sanitize, monitor"),
+                );
+            }
+        }
+    }
 
     Config {
         api,
         playbooks: raw.playbooks.as_ref().map(PathBuf::from),
+        base_dir: PathBuf::from("/etc/waf-agent"),
+        proxy,
         enabled: raw.waf.enabled,
         mode,
         edge,
@@ -728,6 +781,106 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         siem_endpoint: extra.siem_endpoint,
         siem,
         metrics,
+    }
+}
+
+fn proxy_config(
+    raw: &raw::RawProxy,
+    limits: Option<&raw::RawPayloadLimits>,
+    problems: &mut Vec<Problem>,
+) -> ProxyConfig {
+    let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        problem(
+            problems,
+            "proxy.listen",
+            format!("{listen_text:?} is not an address:port"),
+        );
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let upstream = raw
+        .upstream
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8000".to_owned());
+    let authority = upstream.strip_prefix("http://").unwrap_or("");
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        problem(
+            problems,
+            "proxy.upstream",
+            format!("{upstream:?} is not http://host:port"),
+        );
+    }
+    let ms = |v: Option<u64>, default: u64, path: &str, problems: &mut Vec<Problem>| {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            problem(problems, path, "must be above 0");
+        }
+        Duration::from_millis(v.max(1))
+    };
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => None,
+        _ => {
+            problem(problems, "proxy", "tls_cert and tls_key go together");
+            None
+        }
+    };
+    for (i, o) in raw.csrf_origins.iter().enumerate() {
+        if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+            problem(
+                problems,
+                &format!("proxy.csrf_origins[{i}]"),
+                format!("{o:?} is not an origin like https://app.example"),
+            );
+        }
+    }
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        problem(problems, "proxy.max_connections", "must be above 0");
+    }
+    ProxyConfig {
+        listen,
+        upstream,
+        connect_timeout: ms(
+            raw.connect_timeout_ms,
+            2_000,
+            "proxy.connect_timeout_ms",
+            problems,
+        ),
+        upstream_timeout: ms(
+            raw.upstream_timeout_ms,
+            30_000,
+            "proxy.upstream_timeout_ms",
+            problems,
+        ),
+        header_timeout: ms(
+            raw.header_timeout_ms,
+            10_000,
+            "proxy.header_timeout_ms",
+            problems,
+        ),
+        body_timeout: ms(
+            raw.body_timeout_ms,
+            30_000,
+            "proxy.body_timeout_ms",
+            problems,
+        ),
+        max_connections: max_connections.max(1),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(16 * 1024).max(1024),
+        trusted_proxies: nets(&raw.trusted_proxies, "proxy.trusted_proxies", problems),
+        api_key_header: raw.api_key_header.clone(),
+        user_id_header: raw.user_id_header.clone(),
+        tls,
+        csrf_origins: raw.csrf_origins.clone(),
+        allowed_mime_types: limits
+            .and_then(|l| l.allowed_mime_types.clone())
+            .unwrap_or_default(),
+        shutdown_grace: ms(
+            raw.shutdown_grace_ms,
+            10_000,
+            "proxy.shutdown_grace_ms",
+            problems,
+        ),
     }
 }
 

@@ -29,27 +29,55 @@ pub struct RawConfig {
     /// Playbook file; the guide's default playbook when omitted.
     #[serde(default)]
     pub playbooks: Option<String>,
+    #[serde(default)]
+    pub proxy: RawProxy,
 }
 
-/// `api:` the admin API.
-#[derive(Debug, Default, Deserialize)]
+/// `proxy:` the inspecting reverse proxy in front of the application.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawApi {
-    /// Unix socket, mode 0600 (default /run/waf-agent/api.sock).
+pub struct RawProxy {
+    /// Address to listen on; default `127.0.0.1:8080`.
     #[serde(default)]
-    pub socket: Option<String>,
+    pub listen: Option<String>,
+    /// The application, `http://host:port`; default `http://127.0.0.1:8000`.
     #[serde(default)]
-    pub tcp: Option<RawApiTcp>,
-}
-
-/// An optional TCP listener; tokens come from environment variables, never the file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApiTcp {
-    pub listen: String,
-    pub write_token_env: String,
+    pub upstream: Option<String>,
     #[serde(default)]
-    pub read_token_env: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    /// Time allowed for the upstream to send its response head.
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Time a client has to send a complete request head (slowloris).
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    /// Time a client has to send a complete request body.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Largest request head accepted.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` is believed; none by default.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    #[serde(default)]
+    pub user_id_header: Option<String>,
+    /// PEM certificate chain and key; both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// Origins allowed to send state-changing requests with cookies
+    /// (`https://app.example`); empty turns the CSRF check off.
+    #[serde(default)]
+    pub csrf_origins: Vec<String>,
+    /// Time given to open requests on shutdown.
+    #[serde(default)]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,4 +406,25 @@ fn default_threshold() -> u32 {
 
 fn default_identifier() -> String {
     "ip".to_owned()
+}
+
+/// `api:` the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Unix socket, mode 0600 (default /run/waf-agent/api.sock).
+    #[serde(default)]
+    pub socket: Option<String>,
+    #[serde(default)]
+    pub tcp: Option<RawApiTcp>,
+}
+
+/// An optional TCP listener; tokens come from environment variables, never the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiTcp {
+    pub listen: String,
+    pub write_token_env: String,
+    #[serde(default)]
+    pub read_token_env: Option<String>,
 }

@@ -208,3 +208,29 @@ fn every_file_in_config_loads() {
         "checked {checked:?}"
     );
 }
+
+#[test]
+fn proxy_block_is_checked_with_every_problem_reported() {
+    let text = "proxy:\n  listen: nowhere\n  upstream: https://x/y\n  trusted_proxies: [10.0.0.1/8]\n  tls_cert: a.pem\n";
+    let Err(ConfigError::Invalid(p)) = Config::from_yaml(text, &Overrides::none()) else {
+        panic!("a bad proxy block must be refused");
+    };
+    let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "proxy.listen",
+            "proxy.upstream",
+            "proxy",
+            "proxy.trusted_proxies[0]"
+        ]
+    );
+}
+
+#[test]
+fn proxy_defaults_keep_forwarded_headers_untrusted() {
+    let c = Config::embedded_default(&Overrides::none()).expect("default config must load");
+    assert!(c.proxy.trusted_proxies.is_empty());
+    assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.proxy.upstream, "http://127.0.0.1:8000");
+}

@@ -126,7 +126,8 @@ mod tests {
         assert_eq!(c.severity("AUTH-2001"), Some(Severity::Medium));
         assert_eq!(c.severity("VALID-3001"), Some(Severity::Low));
         assert_eq!(c.get("SEC-1002").and_then(|c| c.http_status), Some(429));
-        assert_eq!(c.get("VALID-3003").and_then(|c| c.http_status), Some(415));
+        assert_eq!(c.get("VALID-3003").and_then(|c| c.http_status), Some(413));
+        assert_eq!(c.get("VALID-3004").and_then(|c| c.http_status), Some(415));
     }
 
     #[test]

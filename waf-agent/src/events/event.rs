@@ -113,11 +113,11 @@ pub mod code {
     pub const EDGE_BAN: &str = "WAF-4002";
     pub const EDGE_UNBAN: &str = "WAF-4003";
     pub const FEED_FAILURE: &str = "WAF-4101";
-    pub const CONFIG_CHANGED: &str = "SYS-5001";
-    pub const CONFIG_REJECTED: &str = "SYS-5002";
-    pub const MODE_CHANGED: &str = "SYS-5003";
-    pub const PANIC_CHANGED: &str = "SYS-5004";
-    pub const SIEM_DROPPED: &str = "SYS-5101";
+    pub const CONFIG_CHANGED: &str = "CTL-6001";
+    pub const CONFIG_REJECTED: &str = "CTL-6002";
+    pub const MODE_CHANGED: &str = "CTL-6003";
+    pub const PANIC_CHANGED: &str = "CTL-6004";
+    pub const SIEM_DROPPED: &str = "CTL-6101";
 }
 
 /// Formats a wall-clock instant as RFC 3339 UTC with millisecond precision.

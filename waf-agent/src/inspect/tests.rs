@@ -1,0 +1,277 @@
+//! Engine tests: the shipped rules against requests, and the scoring, paranoia, mode and
+//! exception policies against small rule sets. Each bypass class has a regression test.
+
+use std::path::Path;
+
+use super::{
+    engine::{Engine, Verdict},
+    request::parse_raw_request,
+    rules::load_texts,
+};
+use crate::config::{env::Overrides, Config};
+
+fn config(mode: &str, rules_extra: &str) -> Config {
+    let text = format!("waf:\n  mode: {mode}\n  rules:\n    anomaly_threshold: 5\n{rules_extra}");
+    Config::from_yaml(&text, &Overrides::none()).expect("test configuration must load")
+}
+
+fn shipped(mode: &str) -> Engine {
+    let mut c = config(mode, "");
+    c.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    Engine::from_config(&c).expect("shipped rules must compile")
+}
+
+fn custom(mode: &str, rules_extra: &str, rules: &str) -> Engine {
+    let set = load_texts([("test.yaml", rules)]).expect("test rules must load");
+    Engine::new(&config(mode, rules_extra), set).expect("test rules must compile")
+}
+
+fn verdict(engine: &Engine, raw: &[u8]) -> (Verdict, Vec<String>) {
+    let req = parse_raw_request(raw).expect("test request must parse");
+    let i = engine.inspect(&req);
+    (
+        i.verdict,
+        i.matches.iter().map(|m| m.rule_id.clone()).collect(),
+    )
+}
+
+fn assert_blocked(engine: &Engine, raw: &[u8], rule: &str) {
+    let (v, ids) = verdict(engine, raw);
+    assert_eq!(
+        v,
+        Verdict::Block,
+        "request must be blocked; matches {ids:?}"
+    );
+    assert!(
+        ids.iter().any(|i| i == rule),
+        "{rule} must match; matches {ids:?}"
+    );
+}
+
+#[test]
+fn benign_request_passes_without_matches() {
+    let e = shipped("blocking");
+    let (v, ids) = verdict(
+        &e,
+        b"GET /api/messages?page=2&sort=date&q=hello+world HTTP/1.1\r\nHost: a\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,*/*;q=0.8\r\n\r\n",
+    );
+    assert_eq!((v, ids), (Verdict::Pass, vec![]));
+}
+
+#[test]
+fn union_select_in_query_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /p?id=1%20UNION%20SELECT%20password%20FROM%20users HTTP/1.1\r\n\r\n",
+        "sqli-101",
+    );
+}
+
+#[test]
+fn libinjection_catches_tautology_in_json() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"user\":\"admin' OR '1'='1\"}",
+        "sqli-libinjection",
+    );
+}
+
+#[test]
+fn double_encoded_traversal_is_decoded_and_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /static/%252e%252e%252f%252e%252e%252fetc%252fpasswd HTTP/1.1\r\n\r\n",
+        "pt-102",
+    );
+}
+
+#[test]
+fn overlong_utf8_traversal_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /files?name=%c0%ae%c0%ae%c0%af%c0%ae%c0%ae%c0%afetc%c0%afpasswd HTTP/1.1\r\n\r\n",
+        "pt-101",
+    );
+}
+
+#[test]
+fn content_type_confusion_does_not_skip_the_body() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /api HTTP/1.1\r\nContent-Type: image/png\r\n\r\n{\"q\":\"1 union select 1,2\"}",
+        "sqli-101",
+    );
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /api HTTP/1.1\r\n\r\nname=<script>alert(1)</script>",
+        "xss-101",
+    );
+}
+
+#[test]
+fn multipart_boundary_trick_is_rejected() {
+    let (v, ids) = verdict(
+        &shipped("blocking"),
+        b"POST /up HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=a; boundary=b\r\n\r\n\
+--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1 union select 1\r\n--b--\r\n",
+    );
+    assert_eq!(
+        v,
+        Verdict::Reject,
+        "ambiguous multipart must be refused; matches {ids:?}"
+    );
+    assert!(
+        ids.contains(&"proto-multipart".to_owned()),
+        "matches {ids:?}"
+    );
+}
+
+#[test]
+fn multipart_field_payload_is_inspected() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /up HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=zz\r\n\r\n\
+--zz\r\nContent-Disposition: form-data; name=\"c\"\r\n\r\n<script>alert(1)</script>\r\n--zz--\r\n",
+        "xss-101",
+    );
+}
+
+#[test]
+fn path_tricks_with_semicolons_and_backslashes_are_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /app/..;/..;/..\\..\\etc/passwd HTTP/1.1\r\n\r\n",
+        "pt-path-escape",
+    );
+}
+
+#[test]
+fn payload_padded_past_a_window_is_still_found() {
+    let mut raw =
+        b"POST /form HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\npad="
+            .to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 200_000));
+    raw.extend_from_slice(b"&q=1%27%20or%20%271%27%3D%271");
+    assert_blocked(&shipped("blocking"), &raw, "sqli-libinjection");
+}
+
+#[test]
+fn the_guides_example_rules_load_and_fire_as_written() {
+    let mut c = config("blocking", "    dir: rules/examples\n");
+    c.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let e = Engine::from_config(&c).expect("the guide's example rules must compile");
+    let (v, ids) = verdict(&e, b"GET /x?a=1;2 HTTP/1.1\r\n\r\n");
+    assert_eq!((v, ids), (Verdict::Block, vec!["sqli-001".to_owned()]));
+    let (_, ids) = verdict(&e, b"GET /x?a=../../etc HTTP/1.1\r\n\r\n");
+    assert!(ids.contains(&"pt-001".to_owned()), "matches {ids:?}");
+}
+
+#[test]
+fn monitor_mode_reports_without_blocking() {
+    let (v, ids) = verdict(
+        &shipped("monitor"),
+        b"GET /p?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(v, Verdict::Monitor);
+    assert!(ids.contains(&"xss-101".to_owned()), "matches {ids:?}");
+}
+
+#[test]
+fn sanitize_mode_rewrites_xss_arguments() {
+    let e = shipped("sanitize");
+    let req = parse_raw_request(b"GET /p?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\n\r\n")
+        .expect("test request must parse");
+    let i = e.inspect(&req);
+    assert_eq!(i.verdict, Verdict::Sanitize);
+    assert_eq!(i.sanitize_args, ["q"; 1].repeat(i.sanitize_args.len()));
+    assert!(
+        !i.sanitize_args.is_empty(),
+        "the argument to sanitise must be named"
+    );
+}
+
+const SCORED: &str = "waf.rules.sql_injection:\n  - id: a\n    pattern: alpha\n    score: 3\n  \
+- id: b\n    pattern: beta\n    score: 3\n  - id: c\n    pattern: gamma\n    paranoia_level: 2\n  \
+- id: d\n    pattern: delta\n    action: monitor\n";
+
+#[test]
+fn scores_add_up_to_the_threshold() {
+    let e = custom("blocking", "", SCORED);
+    assert_eq!(
+        verdict(&e, b"GET /?x=alpha HTTP/1.1\r\n\r\n").0,
+        Verdict::Monitor
+    );
+    assert_eq!(
+        verdict(&e, b"GET /?x=alpha&y=beta HTTP/1.1\r\n\r\n").0,
+        Verdict::Block
+    );
+}
+
+#[test]
+fn paranoia_level_gates_rules() {
+    let pl1 = custom("blocking", "", SCORED);
+    assert_eq!(
+        verdict(&pl1, b"GET /?x=gamma HTTP/1.1\r\n\r\n").0,
+        Verdict::Pass
+    );
+    let pl2 = custom("blocking", "    paranoia_level: 2\n", SCORED);
+    assert_eq!(
+        verdict(&pl2, b"GET /?x=gamma HTTP/1.1\r\n\r\n").0,
+        Verdict::Block
+    );
+}
+
+#[test]
+fn rule_action_overrides_the_mode() {
+    let e = custom("blocking", "", SCORED);
+    assert_eq!(
+        verdict(&e, b"GET /?x=delta HTTP/1.1\r\n\r\n"),
+        (Verdict::Monitor, vec!["d".to_owned()])
+    );
+}
+
+#[test]
+fn disabled_category_does_not_run() {
+    let e = custom(
+        "blocking",
+        "    sql_injection:\n      enabled: false\n",
+        SCORED,
+    );
+    assert_eq!(
+        verdict(&e, b"GET /?x=gamma&y=alpha%20beta HTTP/1.1\r\n\r\n").0,
+        Verdict::Pass
+    );
+}
+
+#[test]
+fn exception_lifts_a_rule_for_its_scope_only() {
+    let rules =
+        "waf.rules.xss:\n  - id: x1\n    pattern: '<b>'\nwaf.exceptions:\n  - rule_id: x1\n    \
+path: /cms/\n    parameter: body\n    expires: 2999-01-01\n    reason: editor posts markup\n";
+    let e = custom("blocking", "", rules);
+    assert_eq!(
+        verdict(&e, b"GET /cms/save?body=%3Cb%3E HTTP/1.1\r\n\r\n").0,
+        Verdict::Pass
+    );
+    assert_eq!(
+        verdict(&e, b"GET /cms/save?title=%3Cb%3E HTTP/1.1\r\n\r\n").0,
+        Verdict::Block
+    );
+    assert_eq!(
+        verdict(&e, b"GET /app?body=%3Cb%3E HTTP/1.1\r\n\r\n").0,
+        Verdict::Block
+    );
+}
+
+#[test]
+fn expired_exception_does_not_apply() {
+    let rules =
+        "waf.rules.xss:\n  - id: x1\n    pattern: '<b>'\nwaf.exceptions:\n  - rule_id: x1\n    \
+path: /\n    expires: 2001-01-01\n";
+    let e = custom("blocking", "", rules);
+    assert_eq!(
+        verdict(&e, b"GET /?a=%3Cb%3E HTTP/1.1\r\n\r\n").0,
+        Verdict::Block
+    );
+}
