@@ -201,8 +201,26 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         maps.clone(),
         bus.clone(),
     );
-    // The proxy sends its blocks here; kept open for the agent's life.
-    let _blocked = blocked_tx;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let proxy_config = current.read().map(|c| c.clone()).ok();
+    if let Some(pc) = proxy_config.filter(|c| c.enabled) {
+        let (decision_tx, decision_rx) = mpsc::channel(8192);
+        spawn_decisions(
+            decision_rx,
+            bus.clone(),
+            metrics.clone(),
+            blocked_tx.clone(),
+        );
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::proxy::serve(pc, shutdown, decision_tx).await {
+                warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy stopped");
+            }
+        });
+    }
 
     let sample_weight = u64::from(current.read().map_or(1, |c| c.edge.sample_every.max(1)));
     let watch = EdgeWatch {
@@ -230,6 +248,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    let _ = shutdown_tx.send(true);
     let _ = std::fs::remove_file(&api_config.socket);
     forwarder.shutdown().await;
     info!(xdp.pin_dir = %pin_dir.display(), "stopping; the filter stays attached (`waf-agent detach` removes it)");
@@ -268,6 +287,76 @@ fn spawn_api(control: Control, api: &crate::config::ApiConfig) -> anyhow::Result
         info!(api.listen = %tcp.listen, "admin API listening on TCP (bearer tokens required)");
     }
     Ok(())
+}
+
+/// Turns each proxy decision into a security event and metrics, and hands blocks to the
+/// playbooks.
+fn spawn_decisions(
+    mut decisions: mpsc::Receiver<crate::proxy::Decision>,
+    bus: EventBus,
+    metrics: Metrics,
+    blocked: mpsc::Sender<Blocked>,
+) {
+    use crate::{
+        events::{RequestInfo, RuleRef},
+        proxy::DecisionAction,
+    };
+    tokio::spawn(async move {
+        while let Some(d) = decisions.recv().await {
+            let client_ip = d.client_ip.parse::<IpAddr>().ok();
+            let req = RequestInfo {
+                request_id: Some(d.request_id.clone()),
+                client_ip,
+                path: Some(d.path.clone()),
+                method: Some(d.method.clone()),
+                user_id: d.user_id.clone(),
+            };
+            let rule = RuleRef {
+                id: d.rule_id.clone().unwrap_or_else(|| d.code.clone()),
+                name: d.rule_name.clone().unwrap_or_default(),
+            };
+            let ev = match d.action {
+                DecisionAction::Block | DecisionAction::Reject => {
+                    SecurityEvent::waf_block(&req, &rule, &d.code)
+                }
+                DecisionAction::Sanitize => SecurityEvent::waf_sanitize(&req, &rule),
+                DecisionAction::Monitor => SecurityEvent::waf_monitor(&req, &rule),
+                DecisionAction::RateLimit => {
+                    metrics.rate_limit_triggered("l7");
+                    SecurityEvent::waf_rate_limit(
+                        &req,
+                        rule.id.trim_start_matches("rate-limit:"),
+                        "block",
+                    )
+                }
+            };
+            bus.emit(
+                ev.detail("score", d.score)
+                    .detail("matched_rules", d.matched_rules.clone())
+                    .detail("http_status", d.http_status),
+            );
+            let action = match d.action {
+                DecisionAction::Block => "block",
+                DecisionAction::Sanitize => "sanitize",
+                DecisionAction::Monitor => "monitor",
+                DecisionAction::RateLimit => "rate_limit",
+                DecisionAction::Reject => "reject",
+            };
+            metrics.l7_request(action, d.rule_id.as_deref().unwrap_or("none"));
+            if matches!(
+                d.action,
+                DecisionAction::Block | DecisionAction::Reject | DecisionAction::RateLimit
+            ) {
+                if let Some(source) = client_ip {
+                    metrics.offender_blocked(&source.to_string());
+                    let _ = blocked.try_send(Blocked {
+                        source,
+                        request_id: d.request_id.clone(),
+                    });
+                }
+            }
+        }
+    });
 }
 
 /// Counts blocked requests and carries out what playbooks fire.

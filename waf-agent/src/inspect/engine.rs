@@ -104,8 +104,18 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine from the agent's configuration and its rules directory
     /// (`waf.rules.dir`, default `rules/`, relative to the configuration's directory).
+    /// When no directory is named and the default one does not exist (the embedded default
+    /// configuration on a host without /etc/waf-agent), the rules built into the binary
+    /// are used: the same files as `config/rules/`.
     pub fn from_config(config: &Config) -> Result<Engine, RulesError> {
-        Engine::new(config, load_dir(&rules_dir(config))?)
+        let dir = rules_dir(config);
+        if config.rules.dir.is_none() && !dir.exists() {
+            return Engine::new(
+                config,
+                crate::inspect::rules::load_texts(SHIPPED_RULES.iter().copied())?,
+            );
+        }
+        Engine::new(config, load_dir(&dir)?)
     }
 
     /// Builds the engine from rules already loaded.
@@ -335,6 +345,30 @@ impl Engine {
         }
     }
 }
+
+/// The files of `config/rules/`, built in.
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    (
+        "command_injection.yaml",
+        include_str!("../../../config/rules/command_injection.yaml"),
+    ),
+    ("java.yaml", include_str!("../../../config/rules/java.yaml")),
+    (
+        "path_traversal.yaml",
+        include_str!("../../../config/rules/path_traversal.yaml"),
+    ),
+    ("php.yaml", include_str!("../../../config/rules/php.yaml")),
+    (
+        "protocol.yaml",
+        include_str!("../../../config/rules/protocol.yaml"),
+    ),
+    ("rfi.yaml", include_str!("../../../config/rules/rfi.yaml")),
+    (
+        "sql_injection.yaml",
+        include_str!("../../../config/rules/sql_injection.yaml"),
+    ),
+    ("xss.yaml", include_str!("../../../config/rules/xss.yaml")),
+];
 
 /// The rules directory a configuration names.
 pub fn rules_dir(config: &Config) -> PathBuf {

@@ -275,3 +275,28 @@ path: /\n    expires: 2001-01-01\n";
         Verdict::Block
     );
 }
+
+#[test]
+fn built_in_rules_are_every_file_of_the_rules_directory() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("rules dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    on_disk.sort();
+    let built_in: Vec<String> = crate::inspect::engine::SHIPPED_RULES
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    assert_eq!(
+        built_in, on_disk,
+        "SHIPPED_RULES must list config/rules/*.yaml"
+    );
+    for (name, text) in crate::inspect::engine::SHIPPED_RULES {
+        let from_disk = std::fs::read_to_string(dir.join(name)).expect("readable");
+        assert_eq!(*text, from_disk, "{name}");
+    }
+}

@@ -1,0 +1,181 @@
+//! The loop from L7 to the NIC: attack requests through the inspecting proxy are blocked,
+//! the playbook counts them, and at the 101st the source is banned at the NIC.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use waf_tests::{
+    agent::{cli, Agent},
+    lab::Lab,
+};
+
+struct Upstream(Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CONFIG: &str = r#"
+waf:
+  mode: blocking
+edge:
+  interfaces: [IFACE]
+proxy:
+  listen: "0.0.0.0:8080"
+  upstream: "http://127.0.0.1:8000"
+playbooks: PLAYBOOKS
+"#;
+
+/// The guide's tiers, with a throttle loose enough not to slow the test's own requests.
+const PLAYBOOKS: &str = r#"
+playbooks:
+  - name: waf_blocks
+    window_minutes: 10
+    tiers:
+      - severity: high
+        above: 100
+        actions:
+          - edge_ban: { ttl_minutes: 60 }
+      - severity: medium
+        at_least: 20
+        actions:
+          - throttle: { packets_per_second: 100000, burst: 100000, ttl_minutes: 60 }
+      - severity: low
+        at_least: 1
+        actions:
+          - log
+"#;
+
+/// Sends `n` requests (one curl, one connection) from the peer; returns their status codes.
+fn requests(lab: &Lab, src: &str, urls: &[String]) -> Vec<u16> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.peer,
+            "curl",
+            "-s",
+            "--interface",
+            src,
+            "--max-time",
+            "20",
+        ])
+        .args(["-w", "%{http_code}\n"])
+        .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
+    let lab = Lab::new(60, &["198.18.60.3"]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-playbook-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-playbook-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let playbooks = dir.join("playbooks.yaml");
+    std::fs::write(&playbooks, PLAYBOOKS).expect("write playbooks");
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("IFACE", &lab.host_if)
+            .replace("PLAYBOOKS", playbooks.to_str().expect("path")),
+    )
+    .expect("write config");
+    let _upstream = Upstream(
+        lab.in_host(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("upstream"),
+    );
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    agent.wait_for_log("proxy listening", Duration::from_secs(10));
+
+    let benign = requests(
+        &lab,
+        "198.18.60.2",
+        &["http://198.18.60.1:8080/".to_owned()],
+    );
+    assert_eq!(
+        benign,
+        vec![200],
+        "a benign request reaches the application"
+    );
+
+    let attack = |i: usize| {
+        format!("http://198.18.60.1:8080/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--%20{i}")
+    };
+    let first: Vec<String> = (0..100).map(attack).collect();
+    let codes = requests(&lab, "198.18.60.3", &first);
+    assert_eq!(codes.len(), 100);
+    assert!(
+        codes.iter().all(|c| *c == 403),
+        "every attack is blocked: {codes:?}"
+    );
+    assert_eq!(
+        lab.ping("198.18.60.3", "198.18.60.1", 2, "0.2"),
+        2,
+        "100 blocks do not ban"
+    );
+
+    let codes = requests(&lab, "198.18.60.3", &[attack(100)]);
+    assert_eq!(codes, vec![403]);
+    let blocked_at = Instant::now();
+    // The next packet from the source must be dropped at the NIC within a second.
+    let mut banned_after = None;
+    while blocked_at.elapsed() < Duration::from_secs(1) {
+        let (_, out, _) = cli(&lab, &pin_dir, &["--json", "status"]);
+        if out.contains("198.18.60.3/32") {
+            banned_after = Some(blocked_at.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = banned_after.expect("the source is banned at the NIC within a second");
+    assert_eq!(
+        lab.ping("198.18.60.3", "198.18.60.1", 3, "0.2"),
+        0,
+        "banned source dropped at the NIC"
+    );
+    assert_eq!(
+        lab.ping("198.18.60.2", "198.18.60.1", 2, "0.2"),
+        2,
+        "other sources still pass"
+    );
+    let (_, out, _) = cli(&lab, &pin_dir, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let ban = v["bans"]
+        .as_array()
+        .expect("bans")
+        .iter()
+        .find(|b| b["target"] == "198.18.60.3/32")
+        .expect("ban listed");
+    let left = ban["remaining_seconds"].as_u64().expect("seconds");
+    assert!(
+        (3590..=3600).contains(&left),
+        "a 60-minute ban, {left}s left"
+    );
+    eprintln!("L7 block to NIC ban: {after:?}");
+    agent.stop();
+    let _ = waf_agent::xdp::loader::detach_all(&pin_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
