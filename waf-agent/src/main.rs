@@ -1,5 +1,7 @@
 use clap::{CommandFactory as _, Parser as _};
-use waf_agent::cli::{edge, exit, Cli, Command, ConfigAction, EventsAction, GenerateWhat};
+use waf_agent::cli::{
+    edge, exit, Cli, Command, ConfigAction, EventsAction, GenerateWhat, RulesAction,
+};
 
 fn main() {
     let cli = Cli::parse();
@@ -30,6 +32,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
+        Command::Rules {
+            action: RulesAction::Test { file, config },
+        } => waf_agent::cli::rules::test(file, config.as_ref(), cli.json),
         Command::Events {
             action: EventsAction::Tail { count },
         } => waf_agent::cli::events_tail(&cli.socket, cli.json, *count),

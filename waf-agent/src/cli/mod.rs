@@ -3,6 +3,7 @@
 
 pub mod edge;
 pub mod output;
+pub mod rules;
 pub mod top;
 
 use std::path::PathBuf;
@@ -71,6 +72,11 @@ pub enum Command {
     Allow {
         #[command(subcommand)]
         action: AllowAction,
+    },
+    /// The L7 rule engine, offline.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
     },
     /// Configuration files.
     Config {
@@ -149,6 +155,17 @@ pub enum EventsAction {
         /// Stop after this many events.
         #[arg(long, short = 'n')]
         count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesAction {
+    /// Run a raw HTTP request file through the rules; print every match and the score.
+    Test {
+        file: PathBuf,
+        /// Configuration whose rules, mode and paranoia level apply (default: embedded).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
