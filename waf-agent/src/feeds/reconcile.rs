@@ -1,0 +1,363 @@
+//! The desired deny and allow state, and its application to the maps as a delta.
+//!
+//! Desired deny = config deny list + the last good list of every feed whose score reaches
+//! the threshold + geo deny, with duplicates and covered prefixes dropped, minus the allow
+//! list (config allow + geo allow). A denied prefix that only overlaps an allowed one is
+//! split so that exactly the allowed part is left out.
+//!
+//! Apply order, so that no update opens a window: new allow entries, then new deny entries,
+//! then removed deny entries, then removed allow entries. The kernel checks allow before
+//! deny, so an address that becomes allowed is allowed from the first step, and an address
+//! that stays denied is present under its old or its new prefix at every step.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use super::{
+    netset::{normalize, subtract_into, NetIndex},
+    sink::{EdgeSink, MapKind, SinkError},
+};
+
+/// An update refused because the maps cannot hold its result. The previous state stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{map} map needs {requested} entries, has room for {available}")]
+pub struct MapFull {
+    pub map: MapKind,
+    pub requested: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    MapFull(#[from] MapFull),
+    /// The sink refused an operation part way; what did go through is tracked.
+    #[error("map update failed")]
+    Sink(#[from] SinkError),
+}
+
+/// Entries changed by one application.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub added: u64,
+    pub removed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FeedList {
+    score: u32,
+    nets: Vec<IpNet>,
+    suppressed: u64,
+}
+
+/// Owns the desired deny/allow state and what has been written to the sink.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    threshold: u32,
+    config_deny: Vec<IpNet>,
+    config_allow: Vec<IpNet>,
+    geo_deny: Vec<IpNet>,
+    geo_allow: Vec<IpNet>,
+    feeds: BTreeMap<String, FeedList>,
+    allow_index: NetIndex,
+    applied_deny: Vec<IpNet>,
+    applied_allow: Vec<IpNet>,
+    deny_size: (u64, u64),
+    allow_size: u64,
+}
+
+impl Reconciler {
+    /// `deny_exact`, `deny_net` and `allow` are the map sizes checked before any write.
+    pub fn new(threshold: u32, allow: Vec<IpNet>, deny: Vec<IpNet>) -> Reconciler {
+        let mut r = Reconciler {
+            threshold,
+            config_deny: deny,
+            config_allow: allow,
+            deny_size: (u64::MAX, u64::MAX),
+            allow_size: u64::MAX,
+            ..Reconciler::default()
+        };
+        r.rebuild_allow();
+        r
+    }
+
+    /// Sets the map sizes to check against; normally taken from `EdgeSink::capacity`.
+    pub fn set_sizes(&mut self, deny_exact: u32, deny_net: u32, allow: u32) {
+        let size = |s: u32| if s == 0 { u64::MAX } else { u64::from(s) };
+        self.deny_size = (size(deny_exact), size(deny_net));
+        self.allow_size = size(allow);
+    }
+
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// The last good list of a feed, as applied.
+    pub fn feed(&self, name: &str) -> Option<&[IpNet]> {
+        self.feeds.get(name).map(|f| f.nets.as_slice())
+    }
+
+    /// Entries of the feed's list that the allow list suppresses in full or in part.
+    pub fn suppressed(&self, name: &str) -> u64 {
+        self.feeds.get(name).map_or(0, |f| f.suppressed)
+    }
+
+    /// What the deny maps hold.
+    pub fn applied_deny(&self) -> &[IpNet] {
+        &self.applied_deny
+    }
+
+    pub fn applied_allow(&self) -> &[IpNet] {
+        &self.applied_allow
+    }
+
+    fn rebuild_allow(&mut self) {
+        let mut all = self.config_allow.clone();
+        all.extend_from_slice(&self.geo_allow);
+        self.allow_index = NetIndex::new(&all);
+        let index = &self.allow_index;
+        for f in self.feeds.values_mut() {
+            f.suppressed = count_suppressed(&f.nets, index);
+        }
+    }
+
+    /// Replaces a feed's list (normalized: sorted, no covered entries) and applies the
+    /// result. On `MapFull` the feed keeps its previous list and the maps are untouched.
+    pub fn set_feed(
+        &mut self,
+        name: &str,
+        score: u32,
+        nets: Vec<IpNet>,
+        sink: &mut dyn EdgeSink,
+    ) -> Result<Delta, ReconcileError> {
+        let suppressed = count_suppressed(&nets, &self.allow_index);
+        let new = FeedList {
+            score,
+            nets,
+            suppressed,
+        };
+        let old = self.feeds.insert(name.to_owned(), new);
+        match self.apply(sink) {
+            Err(ReconcileError::MapFull(full)) => {
+                match old {
+                    Some(old) => self.feeds.insert(name.to_owned(), old),
+                    None => self.feeds.remove(name),
+                };
+                Err(full.into())
+            }
+            other => other,
+        }
+    }
+
+    /// Drops a feed (removed from the config) and applies the result.
+    pub fn remove_feed(
+        &mut self,
+        name: &str,
+        sink: &mut dyn EdgeSink,
+    ) -> Result<Delta, ReconcileError> {
+        self.feeds.remove(name);
+        self.apply(sink)
+    }
+
+    /// Replaces the geo lists and applies the result; on `MapFull` the previous lists stay.
+    pub fn set_geo(
+        &mut self,
+        deny: Vec<IpNet>,
+        allow: Vec<IpNet>,
+        sink: &mut dyn EdgeSink,
+    ) -> Result<Delta, ReconcileError> {
+        let old_deny = std::mem::replace(&mut self.geo_deny, deny);
+        let old_allow = std::mem::replace(&mut self.geo_allow, allow);
+        self.rebuild_allow();
+        match self.apply(sink) {
+            Err(ReconcileError::MapFull(full)) => {
+                self.geo_deny = old_deny;
+                self.geo_allow = old_allow;
+                self.rebuild_allow();
+                Err(full.into())
+            }
+            other => other,
+        }
+    }
+
+    /// Replaces the config lists (a reload) and applies the result.
+    pub fn set_config(
+        &mut self,
+        threshold: u32,
+        allow: Vec<IpNet>,
+        deny: Vec<IpNet>,
+        sink: &mut dyn EdgeSink,
+    ) -> Result<Delta, ReconcileError> {
+        self.threshold = threshold;
+        self.config_allow = allow;
+        self.config_deny = deny;
+        self.rebuild_allow();
+        self.apply(sink)
+    }
+
+    /// The desired deny list, sorted.
+    pub fn desired_deny(&self) -> Vec<IpNet> {
+        let total = self.config_deny.len()
+            + self.geo_deny.len()
+            + self.feeds.values().map(|f| f.nets.len()).sum::<usize>();
+        let mut all = Vec::with_capacity(total);
+        all.extend_from_slice(&self.config_deny);
+        for f in self.feeds.values().filter(|f| f.score >= self.threshold) {
+            all.extend_from_slice(&f.nets);
+        }
+        all.extend_from_slice(&self.geo_deny);
+        normalize(&mut all);
+        if self.allow_index.is_empty() {
+            return all;
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for net in all {
+            subtract_into(net, &self.allow_index, &mut out);
+        }
+        out
+    }
+
+    fn desired_allow(&self) -> Vec<IpNet> {
+        let mut all = self.config_allow.clone();
+        all.extend_from_slice(&self.geo_allow);
+        normalize(&mut all);
+        all
+    }
+
+    /// Computes the desired state and writes the difference to the sink.
+    pub fn apply(&mut self, sink: &mut dyn EdgeSink) -> Result<Delta, ReconcileError> {
+        let deny = self.desired_deny();
+        let allow = self.desired_allow();
+        let exact = deny
+            .iter()
+            .filter(|n| MapKind::for_deny(n) == MapKind::DenyExact)
+            .count() as u64;
+        let prefixes = deny.len() as u64 - exact;
+        for (map, requested, available) in [
+            (MapKind::DenyExact, exact, self.deny_size.0),
+            (MapKind::DenyNet, prefixes, self.deny_size.1),
+            (MapKind::Allow, allow.len() as u64, self.allow_size),
+        ] {
+            if requested > available {
+                return Err(MapFull {
+                    map,
+                    requested,
+                    available,
+                }
+                .into());
+            }
+        }
+        let (allow_add, allow_del) = diff(&allow, &self.applied_allow);
+        let (deny_add, deny_del) = diff(&deny, &self.applied_deny);
+        let mut delta = Delta::default();
+
+        let (done, err) = run(&allow_add, |n| sink.allow_insert(n));
+        self.applied_allow = merge(std::mem::take(&mut self.applied_allow), &allow_add[..done]);
+        fail(err)?;
+
+        let (done, err) = run(&deny_add, |n| sink.deny_insert(n));
+        self.applied_deny = merge(std::mem::take(&mut self.applied_deny), &deny_add[..done]);
+        delta.added = done as u64;
+        fail(err)?;
+
+        let (done, err) = run(&deny_del, |n| sink.deny_remove(n));
+        self.applied_deny = without(std::mem::take(&mut self.applied_deny), &deny_del[..done]);
+        delta.removed = done as u64;
+        fail(err)?;
+
+        let (done, err) = run(&allow_del, |n| sink.allow_remove(n));
+        self.applied_allow = without(std::mem::take(&mut self.applied_allow), &allow_del[..done]);
+        fail(err)?;
+        Ok(delta)
+    }
+}
+
+/// Runs `op` over the list until it fails: how many went through, and the failure.
+fn run(
+    list: &[IpNet],
+    mut op: impl FnMut(IpNet) -> Result<(), SinkError>,
+) -> (usize, Option<SinkError>) {
+    for (i, n) in list.iter().enumerate() {
+        if let Err(e) = op(*n) {
+            return (i, Some(e));
+        }
+    }
+    (list.len(), None)
+}
+
+fn fail(err: Option<SinkError>) -> Result<(), ReconcileError> {
+    match err {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn count_suppressed(nets: &[IpNet], allow: &NetIndex) -> u64 {
+    if allow.is_empty() {
+        return 0;
+    }
+    nets.iter()
+        .filter(|n| allow.overlapping(n).next().is_some())
+        .count() as u64
+}
+
+/// Entries only in `want`, and entries only in `have`; both inputs sorted.
+fn diff(want: &[IpNet], have: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() && j < have.len() {
+        match want[i].cmp(&have[j]) {
+            std::cmp::Ordering::Less => {
+                add.push(want[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                del.push(have[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    add.extend_from_slice(&want[i..]);
+    del.extend_from_slice(&have[j..]);
+    (add, del)
+}
+
+fn merge(a: Vec<IpNet>, b: &[IpNet]) -> Vec<IpNet> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+fn without(a: Vec<IpNet>, b: &[IpNet]) -> Vec<IpNet> {
+    if b.is_empty() {
+        return a;
+    }
+    diff(&a, b).0
+}
