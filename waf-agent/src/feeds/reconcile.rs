@@ -361,3 +361,146 @@ fn without(a: Vec<IpNet>, b: &[IpNet]) -> Vec<IpNet> {
     }
     diff(&a, b).0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::sink::{MemorySink, SinkOp};
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        let mut v: Vec<IpNet> = list
+            .iter()
+            .map(|s| crate::config::parse_net(s).expect("test prefix"))
+            .collect();
+        normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn allow_wins_over_an_overlapping_feed_range() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(
+            80,
+            nets(&["10.0.0.5/32", "2001:db8::1/128"]),
+            nets(&["192.0.2.1"]),
+        );
+        r.set_feed(
+            "f",
+            90,
+            nets(&["10.0.0.0/29", "10.0.0.5/32", "2001:db8::/126"]),
+            &mut sink,
+        )
+        .expect("applies");
+        assert_eq!(
+            sink.deny_strings(),
+            [
+                "10.0.0.0/30",
+                "10.0.0.4/32",
+                "10.0.0.6/31",
+                "192.0.2.1/32",
+                "2001:db8::/128",
+                "2001:db8::2/127"
+            ]
+        );
+        assert_eq!(sink.allow_strings(), ["10.0.0.5/32", "2001:db8::1/128"]);
+        assert_eq!(
+            r.suppressed("f"),
+            2,
+            "the /29 and the /126 overlap the allow list"
+        );
+    }
+
+    #[test]
+    fn feed_below_threshold_is_not_denied() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(85, vec![], vec![]);
+        r.set_feed("low", 50, nets(&["198.51.100.0/24"]), &mut sink)
+            .expect("applies");
+        assert!(sink.deny.is_empty(), "score 50 < 85: {:?}", sink.deny);
+        r.set_feed("high", 85, nets(&["203.0.113.10"]), &mut sink)
+            .expect("applies");
+        assert_eq!(sink.deny_strings(), ["203.0.113.10/32"]);
+    }
+
+    #[test]
+    fn delta_inserts_before_it_removes() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(80, vec![], vec![]);
+        r.set_feed("f", 100, nets(&["10.0.0.0/24", "10.0.1.1"]), &mut sink)
+            .expect("applies");
+        sink.record();
+        let delta = r
+            .set_feed(
+                "f",
+                100,
+                nets(&["10.0.0.0/25", "10.0.0.128/25", "10.0.1.1"]),
+                &mut sink,
+            )
+            .expect("applies");
+        assert_eq!(
+            delta,
+            Delta {
+                added: 2,
+                removed: 1
+            }
+        );
+        assert_eq!(
+            sink.journal,
+            vec![
+                SinkOp::DenyInsert("10.0.0.0/25".parse().unwrap()),
+                SinkOp::DenyInsert("10.0.0.128/25".parse().unwrap()),
+                SinkOp::DenyRemove("10.0.0.0/24".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn new_allow_entry_is_written_before_the_deny_split() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(80, vec![], vec![]);
+        r.set_feed("f", 100, nets(&["10.0.0.0/30"]), &mut sink)
+            .expect("applies");
+        sink.record();
+        r.set_config(80, nets(&["10.0.0.1"]), vec![], &mut sink)
+            .expect("applies");
+        assert_eq!(
+            sink.journal,
+            vec![
+                SinkOp::AllowInsert("10.0.0.1/32".parse().unwrap()),
+                SinkOp::DenyInsert("10.0.0.0/32".parse().unwrap()),
+                SinkOp::DenyInsert("10.0.0.2/31".parse().unwrap()),
+                SinkOp::DenyRemove("10.0.0.0/30".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn map_full_keeps_the_previous_list() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(80, vec![], vec![]);
+        r.set_sizes(2, 10, 10);
+        r.set_feed("f", 100, nets(&["192.0.2.1", "192.0.2.2"]), &mut sink)
+            .expect("fits");
+        let err = r
+            .set_feed(
+                "f",
+                100,
+                nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]),
+                &mut sink,
+            )
+            .expect_err("three exact entries do not fit in two");
+        match err {
+            ReconcileError::MapFull(full) => assert_eq!(
+                full,
+                MapFull {
+                    map: MapKind::DenyExact,
+                    requested: 3,
+                    available: 2
+                }
+            ),
+            other => panic!("expected map_full, got {other:?}"),
+        }
+        assert_eq!(sink.deny_strings(), ["192.0.2.1/32", "192.0.2.2/32"]);
+        assert_eq!(r.feed("f").map(<[IpNet]>::len), Some(2));
+    }
+}
