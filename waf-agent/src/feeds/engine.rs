@@ -30,6 +30,11 @@ use crate::{
 
 pub type SharedEngine<S> = Arc<std::sync::Mutex<Engine<S>>>;
 
+/// Wraps an engine for the refresh task and the control plane.
+pub fn share<S>(engine: Engine<S>) -> SharedEngine<S> {
+    Arc::new(std::sync::Mutex::new(engine))
+}
+
 /// A refresh that did not yield a usable list: its kind and the error with its causes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

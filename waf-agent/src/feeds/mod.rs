@@ -18,9 +18,9 @@ pub mod spamhaus_json;
 pub mod status;
 pub mod validate;
 
-pub use engine::{prepare, Engine, Failure, SharedEngine};
+pub use engine::{prepare, share, Engine, Failure, SharedEngine};
 pub use event::{FailureKind, FeedEvent};
 pub use reconcile::{Delta, MapFull, Reconciler};
-pub use run::{channel, run, share, FeedsHandle, RefreshError, RefreshOutcome, RunOptions};
+pub use run::{channel, run, FeedsHandle, RefreshError, RefreshOutcome, RunOptions};
 pub use sink::{EdgeSink, MapFill, MapKind, MemorySink, SinkCapacity, SinkError, SinkOp};
 pub use status::FeedStatus;

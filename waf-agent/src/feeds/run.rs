@@ -2,7 +2,7 @@
 //! that agents do not hit a feed in step), jittered exponential backoff after a failure,
 //! `refresh_now` on demand, and the periodic ban sweep.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::Rng;
@@ -373,9 +373,4 @@ mod tests {
             "http://l/s?startup=false"
         );
     }
-}
-
-/// Shared-engine constructor for callers that do not need the type alias.
-pub fn share<S>(engine: super::engine::Engine<S>) -> SharedEngine<S> {
-    Arc::new(std::sync::Mutex::new(engine))
 }
