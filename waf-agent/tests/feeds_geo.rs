@@ -90,3 +90,36 @@ async fn missing_geo_database_is_an_event_not_a_crash() {
     assert!(h.deny().is_empty());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn mmdb_database_yields_each_countrys_prefixes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("country.mmdb");
+    let net = |s: &str| s.parse::<ipnet::IpNet>().expect("test prefix");
+    let db = mmdb::build(&[
+        (net("192.0.2.128/25"), "XB"),
+        (net("203.0.113.0/24"), "XC"),
+        (net("198.51.100.0/24"), "XA"),
+        (net("2001:db8:b::/48"), "XB"),
+        (net("2002:c000:280::/41"), "XB"),
+    ]);
+    std::fs::write(&path, db).expect("write mmdb");
+    let mut rep = reputation(vec![]);
+    rep.geo = Some(GeoConfig {
+        source: GeoSource::Mmdb(path),
+        deny_countries: BTreeSet::from(["XB".to_owned()]),
+        allow_countries: BTreeSet::from(["XC".to_owned()]),
+    });
+    let mut h = Harness::start(&rep, None, clock());
+    assert!(h
+        .drain()
+        .iter()
+        .all(|e| !matches!(e, FeedEvent::GeoFailed { .. })));
+    assert_eq!(
+        h.deny(),
+        strings(&["192.0.2.128/25", "2001:db8:b::/48"]),
+        "IPv4 read once through its own view; the 6to4 alias is skipped"
+    );
+    assert_eq!(h.allow(), strings(&["203.0.113.0/24"]));
+    h.stop().await;
+}

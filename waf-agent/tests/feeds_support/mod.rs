@@ -7,6 +7,8 @@
     reason = "each test file uses a different part of the support module"
 )]
 
+pub mod mmdb;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
