@@ -23,10 +23,13 @@ use super::{
     validate::{check_body, check_parsed},
 };
 use crate::{
-    bans::{BanBook, BanError, BanOutcome, BanSource, BanStatus, Clock},
+    bans::{BanBook, BanSource, Clock},
     config::{FeedConfig, FeedSource, Reputation},
-    store::{BanWrite, FeedCopy, Opened, Store, StoredBan, StoredUnban},
+    store::{Opened, Store},
 };
+
+mod bans;
+mod persist;
 
 pub type SharedEngine<S> = Arc<std::sync::Mutex<Engine<S>>>;
 
@@ -178,52 +181,6 @@ impl<S: EdgeSink> Engine<S> {
         &self.reconciler
     }
 
-    /// Caps the store file's size; writes past it fail as on a full disk.
-    pub fn set_store_max_bytes(&mut self, bytes: u64) {
-        if let Err(e) = self.store.set_max_bytes(bytes) {
-            tracing::warn!(error = %chain(&e), "cannot cap the store size");
-        }
-    }
-
-    fn restore_bans(&mut self) {
-        if !self.store.is_open() {
-            return;
-        }
-        let (bans, unbans) = match self.store.load_bans() {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                self.emit(FeedEvent::StoreUnavailable { reason: chain(&e) });
-                return;
-            }
-        };
-        let wall = self.clock.wall();
-        let mono = self.clock.monotonic_ns();
-        for b in bans {
-            let left = b.remaining_at(wall);
-            if left.is_zero() {
-                continue;
-            }
-            let expires = mono.saturating_add(nanos(left));
-            if let Err(e) = self
-                .bans
-                .ban_until(b.net, b.source.clone(), expires, &b.reason)
-            {
-                self.emit(ban_refused(b.net, &b.source, &e));
-            }
-        }
-        for u in unbans {
-            let left = u
-                .wall_until
-                .duration_since(wall)
-                .unwrap_or_default()
-                .min(u.remaining);
-            if !left.is_zero() {
-                self.bans
-                    .restore_unban(u.net, mono.saturating_add(nanos(left)));
-            }
-        }
-    }
-
     fn add_feed(&mut self, config: FeedConfig) {
         let format = Format::from_config(&config.format).unwrap_or(Format::Auto);
         let refresh = Duration::from_secs(config.refresh_minutes.saturating_mul(60));
@@ -352,24 +309,6 @@ impl<S: EdgeSink> Engine<S> {
             });
         }
         self.apply_bans();
-    }
-
-    fn apply_bans(&mut self) -> (u64, u64) {
-        let now = self.clock.monotonic_ns();
-        match self.bans.apply(&mut self.sink, now) {
-            Ok((0, 0)) => (0, 0),
-            Ok((set, cleared)) => {
-                self.emit(FeedEvent::BansApplied { set, cleared });
-                (set, cleared)
-            }
-            Err(e) => {
-                self.emit(FeedEvent::SinkFailed {
-                    map: MapKind::Ban,
-                    reason: chain(&e),
-                });
-                (0, 0)
-            }
-        }
     }
 
     /// The configs of the feeds the refresh task should run (not inline ones).
@@ -507,246 +446,6 @@ impl<S: EdgeSink> Engine<S> {
         Ok(delta)
     }
 
-    fn save_copy(&mut self, name: &str, nets: Vec<IpNet>, validators: &Validators) {
-        let copy = FeedCopy {
-            fetched: self.clock.wall(),
-            etag: validators.etag.clone(),
-            last_modified: validators.last_modified.clone(),
-            nets,
-        };
-        if let Err(e) = self.store.save_feed(name, &copy) {
-            self.feeds_dirty.insert(name.to_owned());
-            self.store_failed("feed", &e);
-        } else {
-            self.feeds_dirty.remove(name);
-        }
-    }
-
-    fn accept_decisions(&mut self, name: &str, d: super::parse::Decisions, full: bool) -> Delta {
-        let source = BanSource::Crowdsec(name.to_owned());
-        let now = self.clock.monotonic_ns();
-        let mut writes = Vec::new();
-        if full {
-            let keep: BTreeSet<IpNet> = d.new.iter().map(|b| b.net).collect();
-            let gone: Vec<IpNet> = self
-                .bans
-                .records()
-                .filter(|(n, r)| r.source == source && !keep.contains(n))
-                .map(|(n, _)| *n)
-                .collect();
-            self.bans.retain_source(&source, &keep);
-            writes.extend(gone.into_iter().map(|net| BanWrite::Delete {
-                net,
-                source: source.clone(),
-            }));
-        }
-        for net in d.deleted {
-            if self.bans.withdraw(net, &source) {
-                writes.push(BanWrite::Delete {
-                    net,
-                    source: source.clone(),
-                });
-            }
-        }
-        let mut refused: Option<BanError> = None;
-        let mut refused_count = 0u64;
-        for b in d.new {
-            match self
-                .bans
-                .ban(b.net, source.clone(), b.ttl, "crowdsec decision", now)
-            {
-                Ok(BanOutcome::Added) => writes.push(BanWrite::Put(self.stored(
-                    b.net,
-                    &source,
-                    now + nanos(b.ttl),
-                    "crowdsec decision",
-                ))),
-                Ok(BanOutcome::Suppressed) => {}
-                Err(e) => {
-                    refused_count += 1;
-                    refused = Some(e);
-                }
-            }
-        }
-        if let Some(BanError::MapFull {
-            requested,
-            available,
-        }) = refused
-        {
-            self.emit(FeedEvent::MapFull {
-                feed: name.to_owned(),
-                map: MapKind::Ban,
-                requested: requested + refused_count - 1,
-                available,
-            });
-        }
-        self.persist(writes);
-        let (set, cleared) = self.apply_bans();
-        Delta {
-            added: set,
-            removed: cleared,
-        }
-    }
-
-    fn stored(&self, net: IpNet, source: &BanSource, expires_ns: u64, reason: &str) -> StoredBan {
-        let left = Duration::from_nanos(expires_ns.saturating_sub(self.clock.monotonic_ns()));
-        StoredBan {
-            net: net.trunc(),
-            source: source.clone(),
-            wall_expires: self.clock.wall() + left,
-            remaining: left,
-            reason: reason.to_owned(),
-        }
-    }
-
-    fn persist(&mut self, writes: Vec<BanWrite>) {
-        if writes.is_empty() || !self.store.is_open() {
-            return;
-        }
-        if self.bans_dirty {
-            return;
-        }
-        if let Err(e) = self.store.write_bans(&writes) {
-            self.bans_dirty = true;
-            self.store_failed("bans", &e);
-        }
-    }
-
-    fn store_failed(&mut self, what: &'static str, e: &crate::store::StoreError) {
-        if self.store_failing {
-            return;
-        }
-        self.store_failing = true;
-        tracing::warn!(store.what = what, error = %chain(e), "store write failed, will retry");
-        self.emit(FeedEvent::StoreWriteFailed {
-            what,
-            reason: chain(e),
-        });
-    }
-
-    /// A timed ban from the CLI/API or a playbook.
-    pub fn ban(
-        &mut self,
-        net: IpNet,
-        source: BanSource,
-        ttl: Duration,
-        reason: &str,
-    ) -> Result<BanOutcome, BanError> {
-        let now = self.clock.monotonic_ns();
-        let outcome = self.bans.ban(net, source.clone(), ttl, reason, now);
-        match &outcome {
-            Ok(BanOutcome::Added) => {
-                let mut writes = vec![BanWrite::Put(self.stored(
-                    net,
-                    &source,
-                    now.saturating_add(nanos(ttl)),
-                    reason,
-                ))];
-                if source == BanSource::Manual {
-                    writes.push(BanWrite::DeleteUnban(net.trunc()));
-                }
-                self.persist(writes);
-                self.apply_bans();
-            }
-            Ok(BanOutcome::Suppressed) => {}
-            Err(e) => self.emit(ban_refused(net, &source, e)),
-        }
-        outcome
-    }
-
-    /// Lifts every ban on `net` and keeps it lifted across restarts; returns the sources.
-    pub fn unban(&mut self, net: IpNet) -> Vec<BanSource> {
-        let now = self.clock.monotonic_ns();
-        let lifted = self.bans.unban(net, now);
-        let until = self
-            .bans
-            .unbans()
-            .find(|(n, _)| **n == net.trunc())
-            .map(|(_, u)| *u)
-            .unwrap_or(now);
-        let left = Duration::from_nanos(until.saturating_sub(now));
-        let unban = StoredUnban {
-            net: net.trunc(),
-            wall_until: self.clock.wall() + left,
-            remaining: left,
-        };
-        self.persist(vec![
-            BanWrite::DeleteAll(net.trunc()),
-            BanWrite::PutUnban(unban),
-        ]);
-        self.apply_bans();
-        lifted
-    }
-
-    /// Periodic work: expire bans, catch up on failed store writes, refresh staleness.
-    pub fn tick(&mut self) {
-        let now = self.clock.monotonic_ns();
-        let expired = self.bans.sweep(now);
-        if !expired.is_empty() {
-            let writes = expired
-                .into_iter()
-                .map(|(net, source)| BanWrite::Delete { net, source })
-                .collect();
-            self.persist(writes);
-        }
-        self.apply_bans();
-        self.retry_store();
-        let wall = self.clock.wall();
-        for f in self.feeds.values_mut() {
-            f.status.refresh_staleness(wall);
-        }
-    }
-
-    fn retry_store(&mut self) {
-        if !self.store.is_open() || (!self.bans_dirty && self.feeds_dirty.is_empty()) {
-            return;
-        }
-        let mut ok = true;
-        if self.bans_dirty {
-            let now = self.clock.monotonic_ns();
-            let bans: Vec<StoredBan> = self
-                .bans
-                .records()
-                .map(|(n, r)| self.stored(*n, &r.source, r.expires_ns, &r.reason))
-                .collect();
-            let wall = self.clock.wall();
-            let unbans: Vec<StoredUnban> = self
-                .bans
-                .unbans()
-                .map(|(n, u)| {
-                    let left = Duration::from_nanos(u.saturating_sub(now));
-                    StoredUnban {
-                        net: *n,
-                        wall_until: wall + left,
-                        remaining: left,
-                    }
-                })
-                .collect();
-            match self.store.replace_bans(&bans, &unbans) {
-                Ok(()) => self.bans_dirty = false,
-                Err(_) => ok = false,
-            }
-        }
-        for name in std::mem::take(&mut self.feeds_dirty) {
-            let Some(nets) = self.reconciler.feed(&name).map(<[IpNet]>::to_vec) else {
-                continue;
-            };
-            let validators = self
-                .feeds
-                .get(&name)
-                .map(|f| f.validators.clone())
-                .unwrap_or_default();
-            self.save_copy(&name, nets, &validators);
-            if self.feeds_dirty.contains(&name) {
-                ok = false;
-            }
-        }
-        if ok && self.store_failing {
-            self.store_failing = false;
-            self.emit(FeedEvent::StoreRecovered);
-        }
-    }
-
     /// Every feed's status, by name.
     pub fn status(&self) -> Vec<FeedStatus> {
         self.feeds.values().map(|f| f.status.clone()).collect()
@@ -756,33 +455,8 @@ impl<S: EdgeSink> Engine<S> {
         self.feeds.get(name).map(|f| f.status.clone())
     }
 
-    /// Active bans with their sources.
-    pub fn ban_status(&self) -> Vec<BanStatus> {
-        self.bans.status(self.clock.monotonic_ns())
-    }
-
     /// Whether the reputation part is on (bans work either way).
     pub fn enabled(&self) -> bool {
         self.enabled
-    }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn ban_refused(net: IpNet, source: &BanSource, e: &BanError) -> FeedEvent {
-    let (requested, available) = match e {
-        BanError::MapFull {
-            requested,
-            available,
-        } => (*requested, *available),
-        BanError::ZeroDuration => (0, 0),
-    };
-    FeedEvent::BanRefused {
-        net,
-        source: source.to_string(),
-        requested,
-        available,
     }
 }
