@@ -219,8 +219,21 @@ impl Store {
         Ok(())
     }
 
-    pub fn load_bans(&mut self) -> Result<(Vec<StoredBan>, Vec<StoredUnban>), StoreError> {
+    /// Drops bans and unbans whose wall-clock end has passed, then reads the rest.
+    pub fn load_bans(
+        &mut self,
+        now: SystemTime,
+    ) -> Result<(Vec<StoredBan>, Vec<StoredUnban>), StoreError> {
         let conn = self.conn()?;
+        let now_ms = unix_ms(now);
+        conn.execute(
+            "DELETE FROM bans WHERE wall_expires_ms <= ?1",
+            params![now_ms],
+        )?;
+        conn.execute(
+            "DELETE FROM unbans WHERE wall_until_ms <= ?1",
+            params![now_ms],
+        )?;
         let mut bans = Vec::new();
         let mut stmt =
             conn.prepare("SELECT net, source, wall_expires_ms, remaining_ms, reason FROM bans")?;

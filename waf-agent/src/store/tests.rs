@@ -41,7 +41,7 @@ fn bans_unbans_and_feeds_round_trip() {
     let (mut store, opened) = Store::open(dir.path(), now);
     assert_eq!(opened, Opened::Ready);
     assert_eq!(
-        store.load_bans().expect("load bans"),
+        store.load_bans(now).expect("load bans"),
         (vec![ban], vec![unban])
     );
     assert_eq!(store.load_feed("drop").expect("load feed"), Some(copy));
@@ -63,7 +63,7 @@ fn corrupt_store_is_set_aside_once() {
     );
     assert!(aside.exists(), "corrupt file kept for inspection");
     assert_eq!(
-        store.load_bans().expect("fresh store reads"),
+        store.load_bans(now).expect("fresh store reads"),
         (vec![], vec![])
     );
     drop(store);

@@ -22,14 +22,14 @@ impl<S: EdgeSink> Engine<S> {
         if !self.store.is_open() {
             return;
         }
-        let (bans, unbans) = match self.store.load_bans() {
+        let wall = self.clock.wall();
+        let (bans, unbans) = match self.store.load_bans(wall) {
             Ok(loaded) => loaded,
             Err(e) => {
                 self.emit(FeedEvent::StoreUnavailable { reason: chain(&e) });
                 return;
             }
         };
-        let wall = self.clock.wall();
         let mono = self.clock.monotonic_ns();
         for b in bans {
             let left = b.remaining_at(wall);
