@@ -184,3 +184,33 @@ async fn local_inline_and_file_feeds_with_a_low_score() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn reload_with_a_new_allow_entry_splits_the_feed_range() {
+    let server = Server::start().await;
+    server.set("/drop", ok("spamhaus_drop.txt"));
+    let mut rep = reputation(vec![feed(
+        "drop",
+        FeedSource::Url(server.url("/drop")),
+        "auto",
+    )]);
+    let h = Harness::start(&rep, None, clock());
+    h.refresh("drop").await.expect("drop applies");
+    assert_eq!(h.deny(), strings(&["198.18.0.0/15", "203.0.113.0/25"]));
+    rep.allow = vec!["203.0.113.0/26".parse().expect("prefix")];
+    rep.threshold = 80;
+    h.engine.lock().unwrap().reload_lists(&rep);
+    assert_eq!(h.deny(), strings(&["198.18.0.0/15", "203.0.113.64/26"]));
+    assert_eq!(h.allow(), strings(&["203.0.113.0/26"]));
+    assert_eq!(h.status("drop").suppressed_by_allow, 1);
+    rep.threshold = 100;
+    rep.allow.clear();
+    h.engine.lock().unwrap().reload_lists(&rep);
+    assert_eq!(
+        h.deny(),
+        strings(&["198.18.0.0/15", "203.0.113.0/25"]),
+        "score 100 still counts"
+    );
+    assert!(h.allow().is_empty());
+    h.stop().await;
+}

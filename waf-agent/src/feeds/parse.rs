@@ -200,14 +200,27 @@ pub(crate) fn entry(token: &str, feed: &mut ParsedFeed) -> bool {
         if trunc != net {
             feed.stats.host_bits += 1;
         }
-        feed.nets.push(trunc);
+        feed.nets.push(unmap(trunc));
         return true;
     }
     match token.parse::<std::net::IpAddr>() {
         Ok(addr) => {
-            feed.nets.push(IpNet::from(addr));
+            feed.nets.push(unmap(IpNet::from(addr)));
             true
         }
         Err(_) => false,
     }
+}
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:192.0.2.1`) as the IPv4 prefix it stands for: the
+/// kernel sees those packets as IPv4 and would never match the IPv6 form.
+fn unmap(net: IpNet) -> IpNet {
+    if let IpNet::V6(n) = net {
+        if let (Some(v4), true) = (n.network().to_ipv4_mapped(), n.prefix_len() >= 96) {
+            if let Ok(v4net) = ipnet::Ipv4Net::new(v4, n.prefix_len() - 96) {
+                return IpNet::V4(v4net);
+            }
+        }
+    }
+    net
 }

@@ -50,6 +50,14 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_ipv6_becomes_ipv4() {
+        let (_, feed) = parse("::ffff:192.0.2.1\n::ffff:198.51.100.0/120\n", Format::Plain)
+            .expect("plain parses");
+        let got: Vec<String> = feed.nets.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["192.0.2.1/32", "198.51.100.0/24"]);
+    }
+
+    #[test]
     fn unterminated_last_line_that_does_not_parse_is_truncation() {
         let (_, feed) = parse("1.2.3.4\n5.6.7.", Format::Plain).expect("plain parses");
         assert!(feed.stats.truncated);

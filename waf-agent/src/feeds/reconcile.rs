@@ -181,7 +181,8 @@ impl Reconciler {
         }
     }
 
-    /// Replaces the config lists (a reload) and applies the result.
+    /// Replaces the config lists (a reload) and applies the result; on `MapFull` the
+    /// previous lists stay.
     pub fn set_config(
         &mut self,
         threshold: u32,
@@ -189,11 +190,21 @@ impl Reconciler {
         deny: Vec<IpNet>,
         sink: &mut dyn EdgeSink,
     ) -> Result<Delta, ReconcileError> {
+        let old = (
+            self.threshold,
+            std::mem::replace(&mut self.config_allow, allow),
+            std::mem::replace(&mut self.config_deny, deny),
+        );
         self.threshold = threshold;
-        self.config_allow = allow;
-        self.config_deny = deny;
         self.rebuild_allow();
-        self.apply(sink)
+        match self.apply(sink) {
+            Err(ReconcileError::MapFull(full)) => {
+                (self.threshold, self.config_allow, self.config_deny) = old;
+                self.rebuild_allow();
+                Err(full.into())
+            }
+            other => other,
+        }
     }
 
     /// The desired deny list, sorted.

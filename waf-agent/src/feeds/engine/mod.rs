@@ -311,6 +311,43 @@ impl<S: EdgeSink> Engine<S> {
         self.apply_bans();
     }
 
+    /// A reload of the config lists and threshold: the desired state is recomputed and the
+    /// difference applied. Feeds added to or removed from the config take a restart of the
+    /// refresh task.
+    pub fn reload_lists(&mut self, reputation: &Reputation) {
+        self.threshold = reputation.threshold;
+        let (allow, deny) = if self.enabled {
+            (reputation.allow.clone(), reputation.deny.clone())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        match self
+            .reconciler
+            .set_config(reputation.threshold, allow, deny, &mut self.sink)
+        {
+            Ok(delta) if delta != Delta::default() => self.emit(FeedEvent::Applied {
+                feed: "config".to_owned(),
+                added: delta.added,
+                removed: delta.removed,
+            }),
+            Ok(_) => {}
+            Err(ReconcileError::MapFull(full)) => self.emit(FeedEvent::MapFull {
+                feed: "config".to_owned(),
+                map: full.map,
+                requested: full.requested,
+                available: full.available,
+            }),
+            Err(e) => self.emit(FeedEvent::SinkFailed {
+                map: MapKind::DenyNet,
+                reason: chain(&e),
+            }),
+        }
+        for f in self.feeds.values_mut() {
+            f.status.enforced = f.config.score >= reputation.threshold;
+            f.status.suppressed_by_allow = self.reconciler.suppressed(&f.config.name);
+        }
+    }
+
     /// The configs of the feeds the refresh task should run (not inline ones).
     pub fn refreshable(&self) -> Vec<FeedConfig> {
         self.feeds
