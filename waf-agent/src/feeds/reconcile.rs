@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 
 use super::{
-    netset::{normalize, subtract_into, NetIndex},
+    netset::{bounds, normalize, subtract_into, NetIndex},
     sink::{EdgeSink, MapKind, SinkError},
 };
 
@@ -237,19 +237,33 @@ impl Reconciler {
     }
 
     /// Computes the desired state and writes the difference to the sink.
+    ///
+    /// Removals that leave nothing of themselves denied go before the inserts: they open
+    /// no window and make room. The capacity check counts both the final state and the
+    /// transition, when new entries sit beside the replaced ones they split or merge.
     pub fn apply(&mut self, sink: &mut dyn EdgeSink) -> Result<Delta, ReconcileError> {
         let deny = self.desired_deny();
         let allow = self.desired_allow();
-        let exact = deny
-            .iter()
-            .filter(|n| MapKind::for_deny(n) == MapKind::DenyExact)
-            .count() as u64;
-        let prefixes = deny.len() as u64 - exact;
-        for (map, requested, available) in [
-            (MapKind::DenyExact, exact, self.deny_size.0),
-            (MapKind::DenyNet, prefixes, self.deny_size.1),
-            (MapKind::Allow, allow.len() as u64, self.allow_size),
+        let (allow_add, allow_del) = diff(&allow, &self.applied_allow);
+        let (deny_add, deny_del) = diff(&deny, &self.applied_deny);
+        let (free, replaced): (Vec<IpNet>, Vec<IpNet>) =
+            deny_del.iter().partition(|n| !overlaps_sorted(&deny, n));
+        let count = |list: &[IpNet], kind| {
+            list.iter().filter(|n| MapKind::for_deny(n) == kind).count() as u64
+        };
+        let mut checks = Vec::with_capacity(3);
+        for (kind, available) in [
+            (MapKind::DenyExact, self.deny_size.0),
+            (MapKind::DenyNet, self.deny_size.1),
         ] {
+            let last = count(&deny, kind);
+            let peak = (count(&self.applied_deny, kind) + count(&deny_add, kind))
+                .saturating_sub(count(&free, kind));
+            checks.push((kind, last.max(peak), available));
+        }
+        let allow_peak = (self.applied_allow.len() + allow_add.len()).max(allow.len());
+        checks.push((MapKind::Allow, allow_peak as u64, self.allow_size));
+        for (map, requested, available) in checks {
             if requested > available {
                 return Err(MapFull {
                     map,
@@ -259,29 +273,60 @@ impl Reconciler {
                 .into());
             }
         }
-        let (allow_add, allow_del) = diff(&allow, &self.applied_allow);
-        let (deny_add, deny_del) = diff(&deny, &self.applied_deny);
-        let mut delta = Delta::default();
 
-        let (done, err) = run(&allow_add, |n| sink.allow_insert(n));
-        self.applied_allow = merge(std::mem::take(&mut self.applied_allow), &allow_add[..done]);
-        fail(err)?;
-
-        let (done, err) = run(&deny_add, |n| sink.deny_insert(n));
-        self.applied_deny = merge(std::mem::take(&mut self.applied_deny), &deny_add[..done]);
-        delta.added = done as u64;
-        fail(err)?;
-
-        let (done, err) = run(&deny_del, |n| sink.deny_remove(n));
-        self.applied_deny = without(std::mem::take(&mut self.applied_deny), &deny_del[..done]);
-        delta.removed = done as u64;
-        fail(err)?;
-
-        let (done, err) = run(&allow_del, |n| sink.allow_remove(n));
-        self.applied_allow = without(std::mem::take(&mut self.applied_allow), &allow_del[..done]);
-        fail(err)?;
-        Ok(delta)
+        let (allow_added, err) = run(&allow_add, |n| sink.allow_insert(n));
+        let (freed, err) = match err {
+            None => run(&free, |n| sink.deny_remove(n)),
+            e => (0, e),
+        };
+        let (added, err) = match err {
+            None => run(&deny_add, |n| sink.deny_insert(n)),
+            e => (0, e),
+        };
+        let (split, err) = match err {
+            None => run(&replaced, |n| sink.deny_remove(n)),
+            e => (0, e),
+        };
+        let (allow_removed, err) = match err {
+            None => run(&allow_del, |n| sink.allow_remove(n)),
+            e => (0, e),
+        };
+        if let Some(e) = err {
+            // Track exactly what went through, so the next apply repairs the rest.
+            let have = merge(
+                std::mem::take(&mut self.applied_allow),
+                &allow_add[..allow_added],
+            );
+            self.applied_allow = without(have, &allow_del[..allow_removed]);
+            let have = merge(std::mem::take(&mut self.applied_deny), &deny_add[..added]);
+            let have = without(have, &free[..freed]);
+            self.applied_deny = without(have, &replaced[..split]);
+            return Err(e.into());
+        }
+        self.applied_deny = deny;
+        self.applied_allow = allow;
+        Ok(Delta {
+            added: added as u64,
+            removed: (freed + split) as u64,
+        })
     }
+}
+
+/// Whether any prefix of a sorted, non-overlapping list overlaps `net`.
+fn overlaps_sorted(list: &[IpNet], net: &IpNet) -> bool {
+    let (start, end) = bounds(net);
+    let same = |n: &IpNet| {
+        matches!(
+            (n, net),
+            (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+        )
+    };
+    let i = list.partition_point(|n| match (n, net) {
+        (IpNet::V4(_), IpNet::V6(_)) => true,
+        (IpNet::V6(_), IpNet::V4(_)) => false,
+        _ => bounds(n).1 < start,
+    });
+    list.get(i).is_some_and(|n| same(n) && bounds(n).0 <= end)
 }
 
 /// Runs `op` over the list until it fails: how many went through, and the failure.
@@ -295,13 +340,6 @@ fn run(
         }
     }
     (list.len(), None)
-}
-
-fn fail(err: Option<SinkError>) -> Result<(), ReconcileError> {
-    match err {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
 }
 
 fn count_suppressed(nets: &[IpNet], allow: &NetIndex) -> u64 {
@@ -513,5 +551,76 @@ mod tests {
         }
         assert_eq!(sink.deny_strings(), ["192.0.2.1/32", "192.0.2.2/32"]);
         assert_eq!(r.feed("f").map(<[IpNet]>::len), Some(2));
+    }
+
+    #[test]
+    fn sink_refusal_midway_is_tracked_and_repaired() {
+        use crate::feeds::sink::{MapFill, SinkCapacity};
+        let fill = |size| MapFill { size, used: 0 };
+        let mut sink = MemorySink::new(SinkCapacity {
+            deny_exact: fill(10),
+            deny_net: fill(2),
+            ban: fill(10),
+            allow: fill(10),
+        });
+        let mut r = Reconciler::new(80, vec![], vec![]);
+        let three = nets(&["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]);
+        match r.set_feed("f", 100, three, &mut sink) {
+            Err(ReconcileError::Sink(SinkError::Full {
+                map: MapKind::DenyNet,
+            })) => {}
+            other => panic!("expected the sink to refuse the third prefix, got {other:?}"),
+        }
+        assert_eq!(sink.deny_strings(), ["10.0.0.0/24", "10.0.1.0/24"]);
+        assert_eq!(
+            r.applied_deny(),
+            sink.deny.iter().copied().collect::<Vec<_>>().as_slice()
+        );
+        let delta = r
+            .set_feed("f", 100, nets(&["10.0.1.0/24", "10.0.2.0/24"]), &mut sink)
+            .expect("fits after the removal");
+        assert_eq!(
+            delta,
+            Delta {
+                added: 1,
+                removed: 1
+            },
+            "the plain removal makes room before the insert"
+        );
+        assert_eq!(sink.deny_strings(), ["10.0.1.0/24", "10.0.2.0/24"]);
+    }
+
+    #[test]
+    fn plain_removal_goes_first_and_makes_room() {
+        let mut sink = MemorySink::with_default_sizes();
+        let mut r = Reconciler::new(80, vec![], vec![]);
+        r.set_sizes(10, 2, 10);
+        r.set_feed("f", 100, nets(&["10.0.0.0/24", "10.0.1.0/24"]), &mut sink)
+            .expect("fits");
+        sink.record();
+        r.set_feed("f", 100, nets(&["10.0.1.0/24", "10.0.2.0/24"]), &mut sink)
+            .expect("fits");
+        assert_eq!(
+            sink.journal,
+            vec![
+                SinkOp::DenyRemove("10.0.0.0/24".parse().unwrap()),
+                SinkOp::DenyInsert("10.0.2.0/24".parse().unwrap()),
+            ]
+        );
+        let err = r
+            .set_feed("f", 100, nets(&["10.0.1.0/25", "10.0.1.128/25"]), &mut sink)
+            .expect_err("a split needs room for both halves beside the whole");
+        match err {
+            ReconcileError::MapFull(full) => assert_eq!(
+                full,
+                MapFull {
+                    map: MapKind::DenyNet,
+                    requested: 3,
+                    available: 2
+                }
+            ),
+            other => panic!("expected map_full, got {other:?}"),
+        }
+        assert_eq!(sink.deny_strings(), ["10.0.1.0/24", "10.0.2.0/24"]);
     }
 }
