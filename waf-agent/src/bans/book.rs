@@ -296,18 +296,12 @@ impl BanBook {
             .collect()
     }
 
-    /// Writes the difference between the effective bans and the ban map. Sets come before
-    /// clears. Returns how many entries were set and cleared.
+    /// Writes the difference between the effective bans and the ban map. Clears come
+    /// first: a cleared prefix is wanted by no ban at all (entries are never split or
+    /// merged), so clearing it early opens no window and makes room. Returns how many
+    /// entries were set and cleared.
     pub fn apply(&mut self, sink: &mut dyn EdgeSink, now_ns: u64) -> Result<(u64, u64), SinkError> {
         let want = self.effective(now_ns);
-        let mut set = 0;
-        for (net, exp) in &want {
-            if self.applied.get(net) != Some(exp) {
-                sink.ban_set(*net, *exp)?;
-                self.applied.insert(*net, *exp);
-                set += 1;
-            }
-        }
         let stale: Vec<IpNet> = self
             .applied
             .keys()
@@ -319,6 +313,14 @@ impl BanBook {
             sink.ban_clear(net)?;
             self.applied.remove(&net);
             cleared += 1;
+        }
+        let mut set = 0;
+        for (net, exp) in &want {
+            if self.applied.get(net) != Some(exp) {
+                sink.ban_set(*net, *exp)?;
+                self.applied.insert(*net, *exp);
+                set += 1;
+            }
         }
         Ok((set, cleared))
     }
