@@ -172,28 +172,41 @@ async fn faults_keep_the_last_good_list() {
 
 #[tokio::test]
 async fn connection_refused_and_unresolvable_host_fail_cleanly() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    // A bound socket that never listens: the port stays ours, and connecting to it is
+    // refused (a released port could be taken by another process meanwhile).
+    let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+    closed.set_reuseaddr(false).expect("exclusive port");
+    closed.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let port = closed.local_addr().expect("addr").port();
-    drop(closed);
-    let mut h = Harness::start(
-        &reputation(vec![
-            feed(
-                "refused",
-                FeedSource::Url(format!("http://127.0.0.1:{port}/list")),
-                "auto",
-            ),
-            feed(
-                "nxdomain",
-                FeedSource::Url("http://feeds.example.invalid/list".into()),
-                "auto",
-            ),
-        ]),
-        None,
-        clock(),
+    // A generous timeout: these fail at once, and a loaded machine must not turn the
+    // failure into a timeout.
+    let mut feeds = vec![
+        feed(
+            "refused",
+            FeedSource::Url(format!("http://127.0.0.1:{port}/refused")),
+            "auto",
+        ),
+        feed(
+            "nxdomain",
+            FeedSource::Url("http://feeds.example.invalid/list".into()),
+            "auto",
+        ),
+    ];
+    for f in &mut feeds {
+        f.timeout_seconds = 20;
+    }
+    let mut h = Harness::start(&reputation(feeds), None, clock());
+    let refused = h.refresh("refused").await;
+    assert!(
+        matches!(
+            &refused,
+            Err(RefreshError::Failed {
+                kind: FailureKind::Connect,
+                ..
+            })
+        ),
+        "{refused:?}"
     );
-    assert_eq!(kind_of(h.refresh("refused").await), FailureKind::Connect);
     assert_eq!(kind_of(h.refresh("nxdomain").await), FailureKind::Resolve);
     assert!(h.deny().is_empty());
     let events = h.drain();
@@ -212,6 +225,7 @@ async fn connection_refused_and_unresolvable_host_fail_cleanly() {
         Err(RefreshError::UnknownFeed("nope".into()))
     );
     h.stop().await;
+    drop(closed);
 }
 
 #[tokio::test]

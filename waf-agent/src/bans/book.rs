@@ -325,6 +325,81 @@ impl BanBook {
         Ok((set, cleared))
     }
 
+    /// The latest live expiry of the prefix's own bans.
+    fn own(&self, net: &IpNet, now_ns: u64) -> Option<u64> {
+        self.bans
+            .get(net)?
+            .iter()
+            .map(|r| r.expires_ns)
+            .filter(|e| *e > now_ns)
+            .max()
+    }
+
+    /// One entry's expiry as `effective` computes it, by looking up its covering prefixes.
+    fn effective_one(&self, net: &IpNet, now_ns: u64) -> Option<u64> {
+        let mut best = self.own(net, now_ns)?;
+        for len in 0..net.prefix_len() {
+            if let Ok(parent) = IpNet::new(net.network(), len) {
+                if let Some(e) = self.own(&parent.trunc(), now_ns) {
+                    best = best.max(e);
+                }
+            }
+        }
+        Some(best)
+    }
+
+    /// As `apply`, limited to the given prefixes and every entry inside them: the cost of
+    /// one ban or unban does not grow with the size of the book.
+    pub fn apply_nets(
+        &mut self,
+        sink: &mut dyn EdgeSink,
+        nets: &[IpNet],
+        now_ns: u64,
+    ) -> Result<(u64, u64), SinkError> {
+        let mut affected = BTreeSet::new();
+        for net in nets {
+            let net = net.trunc();
+            let last = IpNet::new(net.broadcast(), net.max_prefix_len()).unwrap_or(net);
+            let inside = |k: &&IpNet| net.contains(*k);
+            affected.extend(self.bans.range(net..=last).map(|(k, _)| k).filter(inside));
+            affected.extend(
+                self.applied
+                    .range(net..=last)
+                    .map(|(k, _)| k)
+                    .filter(inside),
+            );
+            affected.insert(net);
+        }
+        let want: Vec<(IpNet, Option<u64>)> = affected
+            .into_iter()
+            .map(|n| (n, self.effective_one(&n, now_ns)))
+            .collect();
+        let mut cleared = 0;
+        for (net, _) in want.iter().filter(|(_, w)| w.is_none()) {
+            if self.applied.contains_key(net) {
+                sink.ban_clear(*net)?;
+                self.applied.remove(net);
+                cleared += 1;
+            }
+        }
+        let mut set = 0;
+        for (net, exp) in &want {
+            if let Some(exp) = exp {
+                if self.applied.get(net) != Some(exp) {
+                    sink.ban_set(*net, *exp)?;
+                    self.applied.insert(*net, *exp);
+                    set += 1;
+                }
+            }
+        }
+        Ok((set, cleared))
+    }
+
+    /// The monotonic end of a manual unban on exactly `net`.
+    pub fn unban_until(&self, net: &IpNet) -> Option<u64> {
+        self.unbans.get(&net.trunc()).copied()
+    }
+
     /// Active bans with each source, for status.
     pub fn status(&self, now_ns: u64) -> Vec<BanStatus> {
         let effective = self.effective(now_ns);
@@ -402,6 +477,40 @@ mod tests {
         book.sweep(601 * S);
         book.apply(&mut sink, 601 * S).unwrap();
         assert!(sink.bans.is_empty(), "all expired: {:?}", sink.bans);
+    }
+
+    #[test]
+    fn apply_nets_matches_a_full_apply() {
+        let mut book = BanBook::new(100, 0.1);
+        let mut one = MemorySink::with_default_sizes();
+        let mut all = MemorySink::with_default_sizes();
+        let steps: [(&str, u64); 4] = [
+            ("10.0.0.9/32", 60),
+            ("10.0.0.0/24", 900),
+            ("10.0.1.1/32", 30),
+            ("2001:db8::/64", 10),
+        ];
+        for (n, secs) in steps {
+            book.ban(net(n), BanSource::Manual, Duration::from_secs(secs), "", 0)
+                .unwrap();
+            book.apply_nets(&mut one, &[net(n)], 0).unwrap();
+        }
+        let mut copy = BanBook::new(100, 0.1);
+        for (n, secs) in steps {
+            copy.ban(net(n), BanSource::Manual, Duration::from_secs(secs), "", 0)
+                .unwrap();
+        }
+        copy.apply(&mut all, 0).unwrap();
+        assert_eq!(one.bans, all.bans);
+        assert_eq!(one.bans.get(&net("10.0.0.9/32")), Some(&(900 * S)));
+        book.unban(net("10.0.0.0/24"), 0);
+        book.apply_nets(&mut one, &[net("10.0.0.0/24")], 0).unwrap();
+        assert_eq!(
+            one.bans.get(&net("10.0.0.9/32")),
+            Some(&(60 * S)),
+            "back to its own ban"
+        );
+        assert_eq!(one.bans.get(&net("10.0.0.0/24")), None);
     }
 
     #[test]

@@ -59,7 +59,19 @@ impl<S: EdgeSink> Engine<S> {
 
     pub(super) fn apply_bans(&mut self) -> (u64, u64) {
         let now = self.clock.monotonic_ns();
-        match self.bans.apply(&mut self.sink, now) {
+        let result = self.bans.apply(&mut self.sink, now);
+        self.report_bans(result)
+    }
+
+    /// Applies the ban entries of these prefixes (and of everything inside them) only.
+    pub(super) fn apply_ban_nets(&mut self, nets: &[IpNet]) -> (u64, u64) {
+        let now = self.clock.monotonic_ns();
+        let result = self.bans.apply_nets(&mut self.sink, nets, now);
+        self.report_bans(result)
+    }
+
+    fn report_bans(&mut self, result: Result<(u64, u64), crate::feeds::SinkError>) -> (u64, u64) {
+        match result {
             Ok((0, 0)) => (0, 0),
             Ok((set, cleared)) => {
                 self.emit(FeedEvent::BansApplied { set, cleared });
@@ -180,7 +192,7 @@ impl<S: EdgeSink> Engine<S> {
                     writes.push(BanWrite::DeleteUnban(net.trunc()));
                 }
                 self.persist(writes);
-                self.apply_bans();
+                self.apply_ban_nets(&[net]);
             }
             Ok(BanOutcome::Suppressed) => {}
             Err(e) => self.emit(ban_refused(net, &source, e)),
@@ -192,12 +204,7 @@ impl<S: EdgeSink> Engine<S> {
     pub fn unban(&mut self, net: IpNet) -> Vec<BanSource> {
         let now = self.clock.monotonic_ns();
         let lifted = self.bans.unban(net, now);
-        let until = self
-            .bans
-            .unbans()
-            .find(|(n, _)| **n == net.trunc())
-            .map(|(_, u)| *u)
-            .unwrap_or(now);
+        let until = self.bans.unban_until(&net).unwrap_or(now);
         let left = Duration::from_nanos(until.saturating_sub(now));
         let unban = StoredUnban {
             net: net.trunc(),
@@ -208,7 +215,7 @@ impl<S: EdgeSink> Engine<S> {
             BanWrite::DeleteAll(net.trunc()),
             BanWrite::PutUnban(unban),
         ]);
-        self.apply_bans();
+        self.apply_ban_nets(&[net]);
         lifted
     }
 
@@ -217,13 +224,14 @@ impl<S: EdgeSink> Engine<S> {
         let now = self.clock.monotonic_ns();
         let expired = self.bans.sweep(now);
         if !expired.is_empty() {
+            let nets: Vec<IpNet> = expired.iter().map(|(net, _)| *net).collect();
             let writes = expired
                 .into_iter()
                 .map(|(net, source)| BanWrite::Delete { net, source })
                 .collect();
             self.persist(writes);
+            self.apply_ban_nets(&nets);
         }
-        self.apply_bans();
         self.retry_store();
         let wall = self.clock.wall();
         for f in self.feeds.values_mut() {
