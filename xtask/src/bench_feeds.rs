@@ -193,24 +193,28 @@ fn measure(args: &Args) -> anyhow::Result<Vec<Row>> {
         peak_rss_mib(),
     ));
 
+    // Bans one at a time, each applied on its own, as the control plane does.
     let mut book = BanBook::new(sink.capacity().ban.size, 0.1);
-    let t = Instant::now();
     let mut gen = Gen(0x1234_5678_9abc_def1);
+    let t = Instant::now();
+    let mut set = 0;
     for _ in 0..args.delta {
         let r = gen.next();
         let b = r.to_be_bytes();
         let net = ipnet::IpNet::from(std::net::IpAddr::from([10, b[0], b[1], b[2]]));
-        let _ = book.ban(
-            net,
-            BanSource::Playbook("bench".into()),
-            Duration::from_secs(600 + (r % 600)),
-            "bench",
-            1,
-        );
+        let ttl = Duration::from_secs(600 + (r % 600));
+        if book
+            .ban(net, BanSource::Playbook("bench".into()), ttl, "bench", 1)
+            .is_ok()
+        {
+            set += book
+                .apply_nets(&mut sink, &[net], 1)
+                .context("ban apply")?
+                .0;
+        }
     }
-    let (set, _) = book.apply(&mut sink, 1).context("ban apply")?;
     rows.push((
-        format!("ban {set} addresses and apply"),
+        format!("ban {set} addresses one by one, each applied"),
         t.elapsed(),
         peak_rss_mib(),
     ));

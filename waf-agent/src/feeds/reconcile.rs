@@ -72,7 +72,7 @@ impl Reconciler {
     pub fn new(threshold: u32, allow: Vec<IpNet>, deny: Vec<IpNet>) -> Reconciler {
         let mut r = Reconciler {
             threshold,
-            config_deny: deny,
+            config_deny: normalized(deny),
             config_allow: allow,
             deny_size: (u64::MAX, u64::MAX),
             allow_size: u64::MAX,
@@ -131,6 +131,7 @@ impl Reconciler {
         nets: Vec<IpNet>,
         sink: &mut dyn EdgeSink,
     ) -> Result<Delta, ReconcileError> {
+        let nets = normalized(nets);
         let suppressed = count_suppressed(&nets, &self.allow_index);
         let new = FeedList {
             score,
@@ -167,7 +168,7 @@ impl Reconciler {
         allow: Vec<IpNet>,
         sink: &mut dyn EdgeSink,
     ) -> Result<Delta, ReconcileError> {
-        let old_deny = std::mem::replace(&mut self.geo_deny, deny);
+        let old_deny = std::mem::replace(&mut self.geo_deny, normalized(deny));
         let old_allow = std::mem::replace(&mut self.geo_allow, allow);
         self.rebuild_allow();
         match self.apply(sink) {
@@ -193,7 +194,7 @@ impl Reconciler {
         let old = (
             self.threshold,
             std::mem::replace(&mut self.config_allow, allow),
-            std::mem::replace(&mut self.config_deny, deny),
+            std::mem::replace(&mut self.config_deny, normalized(deny)),
         );
         self.threshold = threshold;
         self.rebuild_allow();
@@ -212,13 +213,24 @@ impl Reconciler {
         let total = self.config_deny.len()
             + self.geo_deny.len()
             + self.feeds.values().map(|f| f.nets.len()).sum::<usize>();
+        let lists: Vec<&[IpNet]> = std::iter::once(self.config_deny.as_slice())
+            .chain(
+                self.feeds
+                    .values()
+                    .filter(|f| f.score >= self.threshold)
+                    .map(|f| f.nets.as_slice()),
+            )
+            .chain(std::iter::once(self.geo_deny.as_slice()))
+            .filter(|l| !l.is_empty())
+            .collect();
         let mut all = Vec::with_capacity(total);
-        all.extend_from_slice(&self.config_deny);
-        for f in self.feeds.values().filter(|f| f.score >= self.threshold) {
-            all.extend_from_slice(&f.nets);
+        for l in &lists {
+            all.extend_from_slice(l);
         }
-        all.extend_from_slice(&self.geo_deny);
-        normalize(&mut all);
+        // Every list is kept normalized; a single one needs no merge.
+        if lists.len() > 1 {
+            normalize(&mut all);
+        }
         if self.allow_index.is_empty() {
             return all;
         }
@@ -310,6 +322,20 @@ impl Reconciler {
             removed: (freed + split) as u64,
         })
     }
+}
+
+/// The list sorted with duplicates and covered entries dropped, checked in one pass first
+/// (feeds arrive normalized from the parser and the store).
+fn normalized(mut nets: Vec<IpNet>) -> Vec<IpNet> {
+    // In a sorted list a covered entry always directly follows one that covers it or
+    // covers its predecessor, so checking neighbours is enough.
+    if !nets
+        .windows(2)
+        .all(|w| w[0] < w[1] && !w[0].contains(&w[1]))
+    {
+        normalize(&mut nets);
+    }
+    nets
 }
 
 /// Whether any prefix of a sorted, non-overlapping list overlaps `net`.
