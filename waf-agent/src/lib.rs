@@ -2,13 +2,17 @@
 //! bans, playbooks, an inspecting HTTP proxy, and the control plane that steers them.
 
 pub mod api;
+pub mod bans;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod feeds;
+pub mod geo;
 pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod playbooks;
 pub mod proxy;
+pub mod store;
 pub mod xdp;

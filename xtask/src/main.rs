@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation. One module per subcommand.
 
+mod bench_feeds;
 mod bench_proxy;
 mod cmd;
 mod corpus;
@@ -44,6 +45,8 @@ enum Command {
 enum Bench {
     /// Throughput and latency: direct, through the proxy, through nginx + ModSecurity.
     Proxy(bench_proxy::Args),
+    /// Parse and apply 1M feed entries, then a 10k-entry delta.
+    Feeds(bench_feeds::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::UdpFlood(args) => demo::udp_flood(&args),
         Command::WafEval(a) => waf_eval::run(&a),
         Command::Bench(Bench::Proxy(a)) => bench_proxy::run(&a),
+        Command::Bench(Bench::Feeds(args)) => bench_feeds::run(&args),
     }
 }

@@ -161,6 +161,9 @@ pub struct Reputation {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub feeds: Vec<FeedConfig>,
+    pub geo: Option<crate::geo::GeoConfig>,
+    /// Share of the ban map kept for manual and playbook bans.
+    pub ban_reserved_fraction: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,7 +439,19 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         capacity,
     };
 
-    let rep = &raw.waf.ip_reputation;
+    if raw.waf.ip_reputation.is_some() && raw.waf_ip_reputation.is_some() {
+        problem(
+            problems,
+            "waf.ip_reputation",
+            "given both nested under waf: and as a dotted top-level key; keep one",
+        );
+    }
+    let default_rep = raw::RawIpReputation::default();
+    let rep = raw
+        .waf_ip_reputation
+        .as_ref()
+        .or(raw.waf.ip_reputation.as_ref())
+        .unwrap_or(&default_rep);
     if rep.block_threshold_score > 100 {
         problem(
             problems,
@@ -564,12 +579,23 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
             min_keep_fraction: 0.5,
         });
     }
+    let geo = rep.geo.as_ref().and_then(|g| geo_config(g, problems));
+    let ban_reserved_fraction = rep.ban_reserved_fraction.unwrap_or(0.1);
+    if !(0.0..=1.0).contains(&ban_reserved_fraction) {
+        problem(
+            problems,
+            "waf.ip_reputation.ban_reserved_fraction",
+            "must be between 0 and 1",
+        );
+    }
     let reputation = Reputation {
         enabled: rep.enabled,
         threshold: rep.block_threshold_score,
         allow,
         deny,
         feeds,
+        geo,
+        ban_reserved_fraction,
     };
 
     let mut rate_limits = Vec::new();
@@ -882,6 +908,61 @@ fn proxy_config(
             problems,
         ),
     }
+}
+
+fn geo_config(g: &raw::RawGeo, problems: &mut Vec<Problem>) -> Option<crate::geo::GeoConfig> {
+    use crate::geo::{GeoConfig, GeoSource};
+    const PATH: &str = "waf.ip_reputation.geo";
+    let source = match (&g.csv, &g.mmdb) {
+        (Some(csv), None) => {
+            if csv.blocks_ipv4.is_none() && csv.blocks_ipv6.is_none() {
+                problem(
+                    problems,
+                    &format!("{PATH}.csv"),
+                    "needs blocks_ipv4, blocks_ipv6 or both",
+                );
+            }
+            GeoSource::Csv {
+                blocks_ipv4: csv.blocks_ipv4.as_ref().map(PathBuf::from),
+                blocks_ipv6: csv.blocks_ipv6.as_ref().map(PathBuf::from),
+                locations: PathBuf::from(&csv.locations),
+            }
+        }
+        (None, Some(mmdb)) => GeoSource::Mmdb(PathBuf::from(mmdb)),
+        _ => {
+            problem(problems, PATH, "needs exactly one of csv, mmdb");
+            return None;
+        }
+    };
+    let mut countries = |list: &[String], key: &str| {
+        let mut out = std::collections::BTreeSet::new();
+        for (i, c) in list.iter().enumerate() {
+            if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                out.insert(c.to_ascii_uppercase());
+            } else {
+                problem(
+                    problems,
+                    &format!("{PATH}.{key}[{i}]"),
+                    format!("{c:?} is not a two-letter country code"),
+                );
+            }
+        }
+        out
+    };
+    let deny_countries = countries(&g.deny_countries, "deny_countries");
+    let allow_countries = countries(&g.allow_countries, "allow_countries");
+    for c in deny_countries.intersection(&allow_countries) {
+        problem(
+            problems,
+            &format!("{PATH}.allow_countries"),
+            format!("{c} is also in deny_countries"),
+        );
+    }
+    Some(GeoConfig {
+        source,
+        deny_countries,
+        allow_countries,
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub struct RawConfig {
     #[serde(default)]
     pub waf: RawWaf,
+    /// The guide's dotted form (`waf.ip_reputation:` at the top level), as its IP
+    /// reputation example writes it. Taken as `waf.ip_reputation`; giving both is an error.
+    #[serde(default, rename = "waf.ip_reputation")]
+    pub waf_ip_reputation: Option<RawIpReputation>,
     #[serde(default)]
     pub edge: RawEdge,
     /// Where bans, unbans and the last good copy of each feed are kept.
@@ -89,7 +93,7 @@ pub struct RawWaf {
     #[serde(default = "default_mode")]
     pub mode: String,
     #[serde(default)]
-    pub ip_reputation: RawIpReputation,
+    pub ip_reputation: Option<RawIpReputation>,
     #[serde(default)]
     pub rules: RawRules,
     /// The guide shows rate limiting both inside `rules:` (one map) and as
@@ -103,7 +107,7 @@ impl Default for RawWaf {
         RawWaf {
             enabled: true,
             mode: default_mode(),
-            ip_reputation: RawIpReputation::default(),
+            ip_reputation: None,
             rules: RawRules::default(),
             rate_limiting: None,
         }
@@ -123,6 +127,13 @@ pub struct RawIpReputation {
     pub deny_list: Vec<String>,
     #[serde(default)]
     pub feeds: Vec<RawFeed>,
+    /// Country-based deny and allow.
+    #[serde(default)]
+    pub geo: Option<RawGeo>,
+    /// Share of the ban map kept for manual and playbook bans; CrowdSec decisions may
+    /// fill only the rest. Default 0.1.
+    #[serde(default)]
+    pub ban_reserved_fraction: Option<f64>,
 }
 
 impl Default for RawIpReputation {
@@ -133,8 +144,35 @@ impl Default for RawIpReputation {
             allow_list: Vec::new(),
             deny_list: Vec::new(),
             feeds: Vec::new(),
+            geo: None,
+            ban_reserved_fraction: None,
         }
     }
+}
+
+/// `waf.ip_reputation.geo`: a GeoLite2-format database (CSV pair or MMDB) and the
+/// countries to deny or allow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    #[serde(default)]
+    pub csv: Option<RawGeoCsv>,
+    #[serde(default)]
+    pub mmdb: Option<String>,
+    #[serde(default)]
+    pub deny_countries: Vec<String>,
+    #[serde(default)]
+    pub allow_countries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoCsv {
+    #[serde(default)]
+    pub blocks_ipv4: Option<String>,
+    #[serde(default)]
+    pub blocks_ipv6: Option<String>,
+    pub locations: String,
 }
 
 /// One reputation feed as in the guide's `waf.ip_reputation.feeds`.
