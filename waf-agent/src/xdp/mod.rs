@@ -6,6 +6,7 @@ pub mod events;
 pub mod loader;
 pub mod maps;
 pub mod ops;
+pub mod sink;
 
 /// The compiled XDP object, built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/waf-ebpf"));
