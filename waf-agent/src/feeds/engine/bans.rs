@@ -195,7 +195,8 @@ impl<S: EdgeSink> Engine<S> {
                 self.apply_ban_nets(&[net]);
             }
             Ok(BanOutcome::Suppressed) => {}
-            Err(e) => self.emit(ban_refused(net, &source, e)),
+            Err(e @ BanError::MapFull { .. }) => self.emit(ban_refused(net, &source, e)),
+            Err(BanError::ZeroDuration) => {}
         }
         outcome
     }
