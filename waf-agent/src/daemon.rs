@@ -11,18 +11,20 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{signal::unix::SignalKind, sync::mpsc, sync::Mutex};
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 use tracing::{info, warn};
 use waf_common::Counter;
 
 use crate::{
     api::{self, model::ReloadOutcome, Control},
+    bans::{BanSource, SystemClock},
     cli::{edge, RunArgs},
     config::{env::Overrides, Config},
     events::{EdgeDropAggregator, ErrorCatalogue, EventBus, Forwarder, SecurityEvent},
+    feeds::{self, FeedEvent, SharedEngine},
     metrics::Metrics,
     playbooks::{self, engine::Engine},
-    xdp::{apply, clock, events, loader, maps::EdgeMaps, OBJECT},
+    xdp::{apply, clock, events, loader, maps::EdgeMaps, sink::KernelSink, SharedMaps, OBJECT},
 };
 
 /// A request the proxy blocked, as playbooks count it.
@@ -48,7 +50,8 @@ fn reload(
     path: Option<&PathBuf>,
     pin_dir: &Path,
     interfaces: &[String],
-    maps: &Arc<Mutex<EdgeMaps>>,
+    maps: &SharedMaps,
+    reputation: &SharedEngine<KernelSink>,
     current: &Arc<std::sync::RwLock<Config>>,
     events: &EventBus,
 ) -> ReloadOutcome {
@@ -70,10 +73,27 @@ fn reload(
     };
     new.edge.pin_dir = pin_dir.to_owned();
     new.edge.interfaces = interfaces.to_vec();
-    let mut m = maps.blocking_lock();
-    let applied = apply::apply_settings(&mut m, &new)
-        .and_then(|_| apply::apply_lists(&mut m, &new, &edge::read_runtime_allow(pin_dir)));
-    match applied {
+    let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new);
+    let delta = applied.map(|_| {
+        let mut engine = reputation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (deny_before, _) = engine.applied();
+        engine.reload_lists(&new.reputation);
+        let (deny_after, _) = engine.applied();
+        drop(engine);
+        for net in edge::read_runtime_allow(pin_dir) {
+            let _ = crate::xdp::lock(maps).allow_insert(net);
+        }
+        let before: std::collections::BTreeSet<_> = deny_before.into_iter().collect();
+        let after: std::collections::BTreeSet<_> = deny_after.into_iter().collect();
+        apply::ListDelta {
+            deny_added: after.difference(&before).count(),
+            deny_removed: before.difference(&after).count(),
+            ..apply::ListDelta::default()
+        }
+    });
+    match delta {
         Ok(d) => {
             info!(
                 deny.added = d.deny_added,
@@ -111,6 +131,9 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     // An explicit --pin-dir or WAF_PIN_DIR wins over the file.
     if pin_dir_flag != Path::new(crate::config::DEFAULT_PIN_DIR) {
         config.edge.pin_dir = pin_dir_flag.to_owned();
+    }
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
     }
     if socket_flag != Path::new(crate::api::DEFAULT_SOCKET) {
         config.api.socket = socket_flag.to_owned();
@@ -151,7 +174,35 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     info!(xdp.pin_dir = %pin_dir.display(), xdp.adopted = loaded.adopted_maps, "XDP program loaded");
     let mut maps = EdgeMaps::open(&pin_dir)?;
     let settings = apply::apply_settings(&mut maps, &config)?;
-    let delta = apply::apply_lists(&mut maps, &config, &edge::read_runtime_allow(&pin_dir))?;
+    let maps: SharedMaps = Arc::new(std::sync::Mutex::new(maps));
+    let (feed_tx, feed_rx) = mpsc::channel::<FeedEvent>(1024);
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        warn!(state_dir = %config.state_dir.display(), error = %e, "cannot create the state directory; bans and feeds will not persist");
+    }
+    let engine = feeds::Engine::open(
+        &config.reputation,
+        Some(&config.state_dir),
+        KernelSink::new(maps.clone(), config.edge.capacity),
+        Arc::new(SystemClock),
+        feed_tx,
+    );
+    // Pinned maps adopted from an earlier run may hold entries this configuration no longer
+    // has: bring them to exactly what the engine applied (plus run-time allow entries).
+    let (deny, allow) = engine.applied();
+    let delta = {
+        let mut m = crate::xdp::lock(&maps);
+        let mut allow: std::collections::BTreeSet<_> = allow.into_iter().collect();
+        allow.extend(edge::read_runtime_allow(&pin_dir));
+        let (allow_added, allow_removed) = m.sync_allow(&allow)?;
+        let (deny_added, deny_removed) = m.sync_deny(&deny.into_iter().collect())?;
+        apply::ListDelta {
+            allow_added,
+            allow_removed,
+            deny_added,
+            deny_removed,
+        }
+    };
+    let reputation = feeds::share(engine);
     info!(
         xdp.mode = waf_common::Mode::from_u32(settings.mode).map_or("unknown", |m| m.as_str()),
         allow.added = delta.allow_added,
@@ -166,22 +217,42 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             .with_context(|| format!("attaching to {iface}"))?;
         info!(xdp.iface = %iface, xdp.attach = how.as_str(), "attached");
     }
-    let maps = Arc::new(Mutex::new(maps));
     let interfaces = config.edge.interfaces.clone();
     let api_config = config.api.clone();
     let current = Arc::new(std::sync::RwLock::new(config));
 
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (feeds_handle, feed_commands) = feeds::channel();
+    tokio::spawn(feeds::run(
+        reputation.clone(),
+        feed_commands,
+        feeds::RunOptions::default(),
+        shutdown_rx.clone(),
+    ));
+    spawn_feed_events(feed_rx, reputation.clone(), bus.clone(), metrics.clone());
+
     let top = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
-        let (path, pin_dir, maps, current, interfaces, bus) = (
+        let (path, pin_dir, maps, rep, current, interfaces, bus) = (
             args.config.clone(),
             pin_dir.clone(),
             maps.clone(),
+            reputation.clone(),
             current.clone(),
             interfaces.clone(),
             bus.clone(),
         );
-        Arc::new(move || reload(path.as_ref(), &pin_dir, &interfaces, &maps, &current, &bus))
+        Arc::new(move || {
+            reload(
+                path.as_ref(),
+                &pin_dir,
+                &interfaces,
+                &maps,
+                &rep,
+                &current,
+                &bus,
+            )
+        })
     };
     let control = Control {
         maps: maps.clone(),
@@ -190,6 +261,8 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         top: top.clone(),
         reload: reload_fn.clone(),
         events: bus.clone(),
+        reputation: reputation.clone(),
+        feeds: feeds_handle,
     };
     spawn_api(control, &api_config)?;
 
@@ -198,10 +271,13 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         Engine::new(books),
         channels,
         blocked_rx,
-        maps.clone(),
+        PlaybookEdge {
+            maps: maps.clone(),
+            reputation: reputation.clone(),
+            playbook: String::new(),
+        },
         bus.clone(),
     );
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let proxy_config = current.read().map(|c| c.clone()).ok();
     if let Some(pc) = proxy_config.filter(|c| c.enabled) {
         let (decision_tx, decision_rx) = mpsc::channel(8192);
@@ -359,12 +435,107 @@ fn spawn_decisions(
     });
 }
 
+/// The NIC as playbooks act on it: bans go through the ban book (so they persist and show
+/// their source), throttles straight to the maps.
+pub struct PlaybookEdge {
+    maps: SharedMaps,
+    reputation: SharedEngine<KernelSink>,
+    playbook: String,
+}
+
+impl playbooks::executor::Edge for PlaybookEdge {
+    fn ban(
+        &mut self,
+        source: ipnet::IpNet,
+        ttl: Duration,
+    ) -> Result<(), crate::xdp::maps::MapsError> {
+        let mut engine = self
+            .reputation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match engine.ban(
+            source,
+            BanSource::Playbook(self.playbook.clone()),
+            ttl,
+            "playbook",
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(crate::xdp::maps::MapsError::Full {
+                name: "BAN",
+                requested: 1,
+                available: match e {
+                    crate::bans::BanError::MapFull { available, .. } => available as usize,
+                    crate::bans::BanError::ZeroDuration => 0,
+                },
+            }),
+        }
+    }
+
+    fn throttle(
+        &mut self,
+        source: ipnet::IpNet,
+        pps: u64,
+        burst: u64,
+        ttl: Duration,
+    ) -> Result<(), crate::xdp::maps::MapsError> {
+        playbooks::executor::Edge::throttle(
+            &mut *crate::xdp::lock(&self.maps),
+            source,
+            pps,
+            burst,
+            ttl,
+        )
+    }
+}
+
+/// Feed and store events become security events; feed status becomes metrics.
+fn spawn_feed_events(
+    mut rx: mpsc::Receiver<FeedEvent>,
+    reputation: SharedEngine<KernelSink>,
+    bus: EventBus,
+    metrics: Metrics,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    match &ev {
+                        FeedEvent::FetchFailed { feed, reason, .. } => {
+                            metrics.feed_fetched(feed, Duration::ZERO, false);
+                            bus.emit(SecurityEvent::feed_failure(feed, reason));
+                        }
+                        FeedEvent::KeptLastGood { .. } | FeedEvent::Applied { .. } | FeedEvent::BansApplied { .. } | FeedEvent::StoreRecovered => {
+                            tracing::debug!(feed.event = ?ev, "feeds");
+                        }
+                        other => {
+                            warn!(feed.event = ?other, "reputation feeds");
+                            bus.emit(SecurityEvent::feed_failure("reputation", &format!("{other:?}")));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let status = reputation.lock().map(|e| e.status()).unwrap_or_default();
+                    let now = std::time::SystemTime::now();
+                    for f in status {
+                        metrics.set_feed_entries(&f.name, f.entries as u64);
+                        if let Some(age) = f.staleness(now) {
+                            metrics.set_feed_age(&f.name, age);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Counts blocked requests and carries out what playbooks fire.
 pub fn spawn_playbooks(
     mut engine: Engine,
     channels: std::collections::BTreeMap<String, playbooks::config::Channel>,
     mut blocked: mpsc::Receiver<Blocked>,
-    maps: Arc<Mutex<EdgeMaps>>,
+    mut edge: PlaybookEdge,
     bus: EventBus,
 ) {
     let client = reqwest::Client::new();
@@ -377,10 +548,8 @@ pub fn spawn_playbooks(
                     let Some(b) = b else { break };
                     let firings = engine.observe(b.source, &b.request_id, tokio::time::Instant::now());
                     for f in firings {
-                        let done = {
-                            let mut m = maps.lock().await;
-                            playbooks::executor::apply(&mut *m, &f)
-                        };
+                        edge.playbook = f.playbook.clone();
+                        let done = playbooks::executor::apply(&mut edge, &f);
                         for d in done {
                             match d {
                                 playbooks::executor::Done::Banned { source, ttl } => {
@@ -414,7 +583,7 @@ pub fn spawn_playbooks(
 
 /// What the edge watcher needs.
 struct EdgeWatch {
-    maps: Arc<Mutex<EdgeMaps>>,
+    maps: SharedMaps,
     top: Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>,
     every: Duration,
     drops: EdgeDropAggregator,
@@ -456,7 +625,7 @@ fn spawn_edge_watch(pin_dir: &Path, w: EdgeWatch) -> anyhow::Result<()> {
         };
         loop {
             tick.tick().await;
-            let mut m = w.maps.lock().await;
+            let mut m = crate::xdp::lock(&w.maps);
             if let Ok(expired) = m.sweep_bans(clock::monotonic_ns()) {
                 for net in expired {
                     info!(ban.target = %net, "ban expired");

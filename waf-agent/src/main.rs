@@ -32,6 +32,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
+        Command::Feeds { action } => waf_agent::cli::feeds(&cli.socket, action, cli.json),
         Command::Rules {
             action: RulesAction::Test { file, config },
         } => waf_agent::cli::rules::test(file, config.as_ref(), cli.json),

@@ -28,6 +28,8 @@ use super::{handlers, model, Control};
         handlers::panic,
         handlers::reload,
         handlers::events,
+        handlers::list_feeds,
+        handlers::refresh_feed,
     ),
     components(schemas(
         model::Health,
@@ -44,6 +46,9 @@ use super::{handlers, model, Control};
         model::ReloadOutcome,
         model::ErrorBody,
         model::ErrorDetail,
+        model::BanSourceTime,
+        model::Feed,
+        model::RefreshResult,
     ))
 )]
 pub struct ApiDoc;

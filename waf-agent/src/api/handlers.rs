@@ -63,6 +63,8 @@ pub fn routes() -> Router<Control> {
         .route("/v1/panic", post(panic))
         .route("/v1/config/reload", post(reload))
         .route("/v1/events", get(events))
+        .route("/v1/feeds", get(list_feeds))
+        .route("/v1/feeds/refresh", post(refresh_feed))
 }
 
 fn top(c: &Control) -> Vec<TopSource> {
@@ -92,22 +94,61 @@ pub async fn health() -> Json<Health> {
 /// Mode, interfaces, verdict counters, map fill, bans and top sources.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
 pub async fn status(State(c): State<Control>) -> Result<Status> {
-    let maps = c.maps.lock().await;
-    Ok(Json(ops::status(&maps, top(&c))?))
+    let mut status = ops::status(&crate::xdp::lock(&c.maps), top(&c))?;
+    status.bans = bans_of(&c);
+    Ok(Json(status))
 }
 
 /// Packets by verdict and reason, summed over CPUs.
 #[utoipa::path(get, path = "/v1/counters", tag = "status", responses((status = 200, body = Vec<CounterRow>)))]
 pub async fn counters(State(c): State<Control>) -> Result<Vec<CounterRow>> {
-    let maps = c.maps.lock().await;
+    let maps = crate::xdp::lock(&c.maps);
     Ok(Json(ops::status(&maps, Vec::new())?.counters))
 }
 
-/// Active bans at the NIC.
+/// Active bans at the NIC, each with every source that bans it.
 #[utoipa::path(get, path = "/v1/bans", tag = "bans", responses((status = 200, body = Vec<Ban>)))]
 pub async fn list_bans(State(c): State<Control>) -> Result<Vec<Ban>> {
-    let maps = c.maps.lock().await;
-    Ok(Json(ops::bans(&maps, clock::monotonic_ns())))
+    Ok(Json(bans_of(&c)))
+}
+
+fn source_name(s: &crate::bans::BanSource) -> String {
+    match s {
+        crate::bans::BanSource::Manual => "manual".to_owned(),
+        crate::bans::BanSource::Playbook(p) => format!("playbook:{p}"),
+        crate::bans::BanSource::Crowdsec(f) => format!("crowdsec:{f}"),
+    }
+}
+
+/// Bans from the ban book, plus any written to the maps directly while the agent was down.
+pub fn bans_of(c: &Control) -> Vec<Ban> {
+    let book = c
+        .reputation
+        .lock()
+        .map(|e| e.ban_status())
+        .unwrap_or_default();
+    let mut out: Vec<Ban> = book
+        .into_iter()
+        .map(|b| Ban {
+            target: b.net.to_string(),
+            remaining_seconds: b.remaining.as_secs(),
+            sources: b
+                .sources
+                .iter()
+                .map(|(s, d)| BanSourceTime {
+                    source: source_name(s),
+                    remaining_seconds: d.as_secs(),
+                })
+                .collect(),
+        })
+        .collect();
+    let maps = crate::xdp::lock(&c.maps);
+    for b in ops::bans(&maps, clock::monotonic_ns()) {
+        if !out.iter().any(|o| o.target == b.target) {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// Bans an address or CIDR for a while; a longer existing ban is kept.
@@ -116,19 +157,26 @@ pub async fn list_bans(State(c): State<Control>) -> Result<Vec<Ban>> {
 pub async fn add_ban(State(c): State<Control>, Json(req): Json<BanRequest>) -> Result<Ban> {
     let net = parse_net(&req.target).map_err(Failure::BadRequest)?;
     let ttl = parse_ttl(&req.ttl).map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
-    let mut maps = c.maps.lock().await;
-    ops::ban(&mut maps, net, ttl)?;
+    {
+        let mut engine = c
+            .reputation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        engine
+            .ban(net, crate::bans::BanSource::Manual, ttl, "manual")
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+    }
     c.events.emit(
         crate::events::SecurityEvent::edge_ban(&net.to_string(), "manual", None)
             .detail("ttl_seconds", ttl.as_secs()),
     );
-    let now = clock::monotonic_ns();
-    let ban = ops::bans(&maps, now)
+    let ban = bans_of(&c)
         .into_iter()
         .find(|b| b.target == net.to_string());
     Ok(Json(ban.unwrap_or(Ban {
         target: net.to_string(),
         remaining_seconds: ttl.as_secs(),
+        sources: Vec::new(),
     })))
 }
 
@@ -143,7 +191,14 @@ pub struct TargetQuery {
     responses((status = 200, body = Target), (status = 400, body = ErrorBody)))]
 pub async fn remove_ban(State(c): State<Control>, Query(q): Query<TargetQuery>) -> Result<Target> {
     let net = parse_net(&q.target).map_err(Failure::BadRequest)?;
-    c.maps.lock().await.ban_clear(net)?;
+    c.reputation
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unban(net);
+    // A ban written to the maps while the agent was down is not in the book.
+    crate::xdp::lock(&c.maps).ban_clear(net)?;
+    c.events
+        .emit(crate::events::SecurityEvent::edge_unban(&net.to_string(), "manual"));
     Ok(Json(Target {
         target: net.to_string(),
     }))
@@ -152,7 +207,7 @@ pub async fn remove_ban(State(c): State<Control>, Query(q): Query<TargetQuery>) 
 /// The allow list as the NIC holds it.
 #[utoipa::path(get, path = "/v1/allow", tag = "allow", responses((status = 200, body = Vec<String>)))]
 pub async fn list_allow(State(c): State<Control>) -> Result<Vec<String>> {
-    let maps = c.maps.lock().await;
+    let maps = crate::xdp::lock(&c.maps);
     Ok(Json(
         maps.allow_entries()
             .iter()
@@ -166,7 +221,7 @@ pub async fn list_allow(State(c): State<Control>) -> Result<Vec<String>> {
     responses((status = 200, body = Target), (status = 400, body = ErrorBody)))]
 pub async fn add_allow(State(c): State<Control>, Json(t): Json<Target>) -> Result<Target> {
     let net = parse_net(&t.target).map_err(Failure::BadRequest)?;
-    let mut maps = c.maps.lock().await;
+    let mut maps = crate::xdp::lock(&c.maps);
     maps.allow_insert(net)?;
     crate::cli::edge::remember_runtime_allow(maps.pin_dir(), net, true)
         .map_err(|e| Failure::Internal(format!("{e:#}")))?;
@@ -183,7 +238,7 @@ pub async fn remove_allow(
     Query(q): Query<TargetQuery>,
 ) -> Result<Target> {
     let net = parse_net(&q.target).map_err(Failure::BadRequest)?;
-    let mut maps = c.maps.lock().await;
+    let mut maps = crate::xdp::lock(&c.maps);
     maps.allow_remove(net)?;
     crate::cli::edge::remember_runtime_allow(maps.pin_dir(), net, false)
         .map_err(|e| Failure::Internal(format!("{e:#}")))?;
@@ -195,7 +250,7 @@ pub async fn remove_allow(
 /// The NIC mode and panic state.
 #[utoipa::path(get, path = "/v1/mode", tag = "mode", responses((status = 200, body = ModeState)))]
 pub async fn get_mode(State(c): State<Control>) -> Result<ModeState> {
-    let maps = c.maps.lock().await;
+    let maps = crate::xdp::lock(&c.maps);
     Ok(Json(ops::mode_state(&maps.settings()?)))
 }
 
@@ -212,7 +267,7 @@ pub async fn put_mode(State(c): State<Control>, Json(req): Json<ModeRequest>) ->
             )))
         }
     };
-    let mut maps = c.maps.lock().await;
+    let mut maps = crate::xdp::lock(&c.maps);
     let before = ops::mode_state(&maps.settings()?).mode;
     let after = ops::mode_state(&ops::set_mode(&mut maps, mode)?);
     c.events.emit(crate::events::SecurityEvent::mode_changed(
@@ -234,7 +289,7 @@ pub async fn panic(State(c): State<Control>, Json(req): Json<PanicRequest>) -> R
         .map(parse_ttl)
         .transpose()
         .map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
-    let mut maps = c.maps.lock().await;
+    let mut maps = crate::xdp::lock(&c.maps);
     let s = if req.on {
         ops::panic_on(&mut maps, ttl)?
     } else {
@@ -282,4 +337,52 @@ pub async fn events(State(c): State<Control>) -> Response {
         axum::body::Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// Reputation feeds with their health: entries, age, failures, staleness.
+#[utoipa::path(get, path = "/v1/feeds", tag = "feeds", responses((status = 200, body = Vec<Feed>)))]
+pub async fn list_feeds(State(c): State<Control>) -> Result<Vec<Feed>> {
+    let status = c.reputation.lock().map(|e| e.status()).unwrap_or_default();
+    let now = std::time::SystemTime::now();
+    Ok(Json(
+        status
+            .into_iter()
+            .map(|f| Feed {
+                age_seconds: f.staleness(now).map(|d| d.as_secs()),
+                name: f.name,
+                format: f.format,
+                score: f.score,
+                enforced: f.enforced,
+                entries: f.entries,
+                stale: f.stale,
+                last_error: f.last_error,
+                failures_total: f.failures_total,
+                bad_lines: f.bad_lines,
+                suppressed_by_allow: f.suppressed_by_allow,
+                refresh_interval_seconds: f.refresh_interval.as_secs(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FeedQuery {
+    /// The feed's name.
+    pub name: String,
+}
+
+/// Fetches a feed now instead of waiting for its interval.
+#[utoipa::path(post, path = "/v1/feeds/refresh", tag = "feeds", params(FeedQuery),
+    responses((status = 200, body = RefreshResult), (status = 400, body = ErrorBody)))]
+pub async fn refresh_feed(
+    State(c): State<Control>,
+    Query(q): Query<FeedQuery>,
+) -> Result<RefreshResult> {
+    match c.feeds.refresh_now(&q.name).await {
+        Ok(outcome) => Ok(Json(RefreshResult {
+            feed: q.name,
+            outcome: format!("{outcome:?}"),
+        })),
+        Err(e) => Err(Failure::BadRequest(e.to_string())),
+    }
 }

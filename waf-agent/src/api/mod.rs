@@ -16,16 +16,15 @@ use std::{
 };
 
 use axum::Router;
-use tokio::sync::Mutex;
 
-use crate::{config::Config, xdp::maps::EdgeMaps};
+use crate::config::Config;
 
 pub const DEFAULT_SOCKET: &str = "/run/waf-agent/api.sock";
 
 /// What the API steers. Cloned into every handler.
 #[derive(Clone)]
 pub struct Control {
-    pub maps: Arc<Mutex<EdgeMaps>>,
+    pub maps: crate::xdp::SharedMaps,
     pub config: Arc<std::sync::RwLock<Config>>,
     pub config_path: Option<PathBuf>,
     /// The busiest sources of the last summary interval: (source, reason, sampled drops).
@@ -34,6 +33,9 @@ pub struct Control {
     pub reload: Arc<dyn Fn() -> model::ReloadOutcome + Send + Sync>,
     /// Security events for what operators change through the API.
     pub events: crate::events::EventBus,
+    /// Feeds, bans and the allow list as the reputation engine keeps them.
+    pub reputation: crate::feeds::SharedEngine<crate::xdp::sink::KernelSink>,
+    pub feeds: crate::feeds::FeedsHandle,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,40 @@ pub struct Ban {
     /// Address or CIDR.
     pub target: String,
     pub remaining_seconds: u64,
+    /// Every source banning it (`manual`, `playbook:<name>`, `crowdsec:<feed>`), each with
+    /// its own remaining time; the longest wins.
+    #[serde(default)]
+    pub sources: Vec<BanSourceTime>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BanSourceTime {
+    pub source: String,
+    pub remaining_seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Feed {
+    pub name: String,
+    pub format: String,
+    pub score: u32,
+    /// Whether the score reaches the threshold, so the feed's entries are denied.
+    pub enforced: bool,
+    pub entries: usize,
+    /// Seconds since the last good list was fetched.
+    pub age_seconds: Option<u64>,
+    pub stale: bool,
+    pub last_error: Option<String>,
+    pub failures_total: u64,
+    pub bad_lines: u64,
+    pub suppressed_by_allow: u64,
+    pub refresh_interval_seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefreshResult {
+    pub feed: String,
+    pub outcome: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AllowAction,
     },
+    /// Reputation feeds of the running agent.
+    Feeds {
+        #[command(subcommand)]
+        action: FeedsAction,
+    },
     /// The L7 rule engine, offline.
     Rules {
         #[command(subcommand)]
@@ -115,6 +120,9 @@ pub struct RunArgs {
     /// Interfaces to attach to, overriding `edge.interfaces`.
     #[arg(long = "interface", short = 'i')]
     pub interfaces: Vec<String>,
+    /// State directory (bans, last good feeds), overriding `state_dir`.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Seconds between edge summaries in the log.
     #[arg(long, default_value_t = 10)]
     pub summary_interval: u64,
@@ -156,6 +164,14 @@ pub enum EventsAction {
         #[arg(long, short = 'n')]
         count: Option<u64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedsAction {
+    /// Every feed with its entries, age, failures and staleness.
+    List,
+    /// Fetch a feed now.
+    Refresh { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,4 +286,63 @@ fn human_event(line: &str) -> String {
         parts.push(d.to_string());
     }
     parts.join(" ")
+}
+
+/// `waf-agent feeds list|refresh`, through the running agent's API.
+pub fn feeds(socket: &std::path::Path, action: &FeedsAction, json: bool) -> anyhow::Result<()> {
+    let (method, path) = match action {
+        FeedsAction::List => (hyper::Method::GET, "/v1/feeds".to_owned()),
+        FeedsAction::Refresh { name } => {
+            let encoded: String = name
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            (
+                hyper::Method::POST,
+                format!("/v1/feeds/refresh?name={encoded}"),
+            )
+        }
+    };
+    let Some(result) = edge::via_api(socket, method, &path, None) else {
+        return Err(edge::Exit {
+            code: exit::NOT_RUNNING,
+            message: format!("the agent is not running (no API at {})", socket.display()),
+        }
+        .into());
+    };
+    let v = result?;
+    output::print(json, &v, |v| match action {
+        FeedsAction::List => {
+            let mut out = format!(
+                "{:<24} {:<14} {:>5} {:>9} {:>8} {:>6}  {}\n",
+                "feed", "format", "score", "entries", "age", "stale", "last error"
+            );
+            for f in v.as_array().into_iter().flatten() {
+                let age = f["age_seconds"]
+                    .as_u64()
+                    .map_or("never".to_owned(), |a| format!("{a}s"));
+                out.push_str(&format!(
+                    "{:<24} {:<14} {:>5} {:>9} {:>8} {:>6}  {}\n",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["format"].as_str().unwrap_or("?"),
+                    f["score"],
+                    f["entries"],
+                    age,
+                    f["stale"],
+                    f["last_error"].as_str().unwrap_or("-"),
+                ));
+            }
+            out.trim_end().to_owned()
+        }
+        FeedsAction::Refresh { name } => {
+            format!("{name}: {}", v["outcome"].as_str().unwrap_or("?"))
+        }
+    });
+    Ok(())
 }

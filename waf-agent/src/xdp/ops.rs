@@ -117,6 +117,7 @@ pub fn bans(maps: &EdgeMaps, now: u64) -> Vec<model::Ban> {
         .map(|(n, exp)| model::Ban {
             target: n.to_string(),
             remaining_seconds: (exp - now) / 1_000_000_000,
+            sources: Vec::new(),
         })
         .collect()
 }

@@ -9,21 +9,25 @@
 use ipnet::IpNet;
 use waf_common::present;
 
-use super::maps::{EdgeMaps, MapsError};
+use super::{
+    lock,
+    maps::{EdgeMaps, MapsError},
+    SharedMaps,
+};
 use crate::{
     config::Capacity,
     feeds::sink::{EdgeSink, MapFill, MapKind, SinkCapacity, SinkError},
 };
 
-pub struct KernelSink<'a> {
-    maps: &'a mut EdgeMaps,
+pub struct KernelSink {
+    maps: SharedMaps,
     capacity: Capacity,
     fill: SinkCapacity,
 }
 
-impl<'a> KernelSink<'a> {
-    pub fn new(maps: &'a mut EdgeMaps, capacity: Capacity) -> KernelSink<'a> {
-        let fill = maps.fill();
+impl KernelSink {
+    pub fn new(shared: SharedMaps, capacity: Capacity) -> KernelSink {
+        let fill = lock(&shared).fill();
         let count = |names: [&str; 2]| -> u32 {
             fill.iter()
                 .filter(|(n, _)| names.contains(n))
@@ -50,7 +54,7 @@ impl<'a> KernelSink<'a> {
             },
         };
         KernelSink {
-            maps,
+            maps: shared,
             capacity,
             fill,
         }
@@ -60,14 +64,17 @@ impl<'a> KernelSink<'a> {
         self.capacity
     }
 
+    fn maps(&self) -> std::sync::MutexGuard<'_, EdgeMaps> {
+        lock(&self.maps)
+    }
+
     fn mark(&mut self, bit: u32) -> Result<(), SinkError> {
-        let s = self
-            .maps
+        let mut maps = self.maps();
+        let s = maps
             .settings()
             .map_err(|e| to_sink(MapKind::DenyExact, e))?;
         if s.present & bit == 0 {
-            self.maps
-                .update_settings(|s| s.present |= bit)
+            maps.update_settings(|s| s.present |= bit)
                 .map_err(|e| to_sink(MapKind::DenyExact, e))?;
         }
         Ok(())
@@ -109,10 +116,10 @@ fn family_bit(net: &IpNet, v4: u32, v6: u32) -> u32 {
     }
 }
 
-impl EdgeSink for KernelSink<'_> {
+impl EdgeSink for KernelSink {
     fn deny_insert(&mut self, net: IpNet) -> Result<(), SinkError> {
         let kind = MapKind::for_deny(&net);
-        self.maps
+        self.maps()
             .deny_insert_raw(net)
             .map_err(|e| to_sink(kind, e))?;
         *self.used(kind) += 1;
@@ -125,7 +132,7 @@ impl EdgeSink for KernelSink<'_> {
 
     fn deny_remove(&mut self, net: IpNet) -> Result<(), SinkError> {
         let kind = MapKind::for_deny(&net);
-        self.maps
+        self.maps()
             .deny_remove_raw(net)
             .map_err(|e| to_sink(kind, e))?;
         let used = self.used(kind);
@@ -134,7 +141,7 @@ impl EdgeSink for KernelSink<'_> {
     }
 
     fn ban_set(&mut self, net: IpNet, expires_monotonic_ns: u64) -> Result<(), SinkError> {
-        self.maps
+        self.maps()
             .ban_set(net, expires_monotonic_ns)
             .map_err(|e| to_sink(MapKind::Ban, e))?;
         *self.used(MapKind::Ban) += 1;
@@ -142,7 +149,7 @@ impl EdgeSink for KernelSink<'_> {
     }
 
     fn ban_clear(&mut self, net: IpNet) -> Result<(), SinkError> {
-        self.maps
+        self.maps()
             .ban_clear(net)
             .map_err(|e| to_sink(MapKind::Ban, e))?;
         let used = self.used(MapKind::Ban);
@@ -151,7 +158,7 @@ impl EdgeSink for KernelSink<'_> {
     }
 
     fn allow_insert(&mut self, net: IpNet) -> Result<(), SinkError> {
-        self.maps
+        self.maps()
             .allow_insert(net)
             .map_err(|e| to_sink(MapKind::Allow, e))?;
         *self.used(MapKind::Allow) += 1;
@@ -159,7 +166,7 @@ impl EdgeSink for KernelSink<'_> {
     }
 
     fn allow_remove(&mut self, net: IpNet) -> Result<(), SinkError> {
-        self.maps
+        self.maps()
             .allow_remove(net)
             .map_err(|e| to_sink(MapKind::Allow, e))?;
         let used = self.used(MapKind::Allow);

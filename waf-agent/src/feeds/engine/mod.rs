@@ -169,6 +169,15 @@ impl<S: EdgeSink> Engine<S> {
         self.dropped_events
     }
 
+    /// What the reconciler last applied: (deny, allow). After adopting pinned maps from an
+    /// earlier run, the agent removes whatever else they hold.
+    pub fn applied(&self) -> (Vec<IpNet>, Vec<IpNet>) {
+        (
+            self.reconciler.applied_deny().to_vec(),
+            self.reconciler.applied_allow().to_vec(),
+        )
+    }
+
     pub fn sink(&self) -> &S {
         &self.sink
     }
