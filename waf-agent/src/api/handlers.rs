@@ -295,6 +295,8 @@ pub async fn panic(State(c): State<Control>, Json(req): Json<PanicRequest>) -> R
     } else {
         ops::panic_off(&mut maps)?
     };
+    c.events
+        .emit(crate::events::SecurityEvent::panic_changed(req.on, "api"));
     Ok(Json(ops::mode_state(&s)))
 }
 
