@@ -1,0 +1,317 @@
+//! The guest image: an initramfs (newc cpio) with busybox, iproute2's `ip` and its
+//! libraries, the kernel modules, the test binaries, the XDP object and a shell `/init`
+//! that runs the suite and prints the verdict line.
+
+use std::{
+    fs::{self, File},
+    io::{BufWriter, Write as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{kernel::Module, suite::Suite};
+use crate::cmd;
+
+/// The verdict line's prefix; `qemu` looks for exactly this.
+pub const VERDICT: &str = "WAF-VM-TEST:";
+const XDP_OBJECT: &str = "/lib/waf/waf-xdp.o";
+const BUSYBOX: &str = "/bin/busybox";
+/// Host tools the guest gets in place of busybox's applets: busybox's `ip` lacks `netns`,
+/// `veth` and XDP, and busybox's `nsenter` runs its own `ip` applet rather than the one on
+/// PATH.
+const HOST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("nsenter", "util-linux")];
+
+enum Body {
+    Dir,
+    File { source: PathBuf, mode: u32 },
+    Bytes { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+    CharDev { major: u32, minor: u32 },
+}
+
+struct Entry {
+    path: String,
+    body: Body,
+}
+
+/// Writes the image to `dir/initramfs.cpio` and returns its path.
+pub fn build(
+    dir: &Path,
+    suite: &Suite,
+    modules: &[Module],
+    test_args: &[String],
+) -> Result<PathBuf> {
+    let mut entries = Vec::new();
+    // Mount points; directories that hold files are added from the files' paths.
+    for d in ["dev", "proc", "sys", "run", "tmp", "root", "etc", "var"] {
+        entries.push(Entry {
+            path: d.to_owned(),
+            body: Body::Dir,
+        });
+    }
+    entries.push(Entry {
+        path: "var/run".into(),
+        body: Body::Symlink("/run".into()),
+    });
+    // The kernel opens /dev/console before /init mounts devtmpfs.
+    entries.push(Entry {
+        path: "dev/console".into(),
+        body: Body::CharDev { major: 5, minor: 1 },
+    });
+
+    ensure_static(Path::new(BUSYBOX))?;
+    entries.push(file_entry("bin/busybox", Path::new(BUSYBOX))?);
+    let applets = cmd::output_string(Command::new(BUSYBOX).arg("--list"))?;
+    let shadowed = |a: &str| a == "busybox" || HOST_TOOLS.iter().any(|(tool, _)| *tool == a);
+    for applet in applets.lines().filter(|a| !a.is_empty() && !shadowed(a)) {
+        entries.push(Entry {
+            path: format!("bin/{applet}"),
+            body: Body::Symlink("busybox".into()),
+        });
+    }
+
+    let mut libs = std::collections::BTreeSet::new();
+    for (tool, package) in HOST_TOOLS {
+        let path = find_in_path(tool)
+            .with_context(|| format!("`{tool}` is not installed (apt-get install {package})"))?;
+        entries.push(file_entry(&format!("usr/bin/{tool}"), &path)?);
+        libs.extend(shared_libraries(&path)?);
+    }
+    for lib in libs {
+        let rel = lib
+            .strip_prefix("/")
+            .unwrap_or(&lib)
+            .to_string_lossy()
+            .into_owned();
+        entries.push(file_entry(&rel, &lib)?);
+    }
+
+    for module in modules {
+        entries.push(Entry {
+            path: format!("lib/modules/{}.ko", module.name),
+            body: Body::Bytes {
+                data: module.bytes.clone(),
+                mode: 0o644,
+            },
+        });
+    }
+    let mut names = Vec::new();
+    for (i, binary) in suite.binaries.iter().enumerate() {
+        let file = binary
+            .file_name()
+            .context("test binary without a file name")?;
+        let name = format!("{:02}-{}", i + 1, file.to_string_lossy());
+        entries.push(file_entry(&format!("tests/{name}"), binary)?);
+        names.push(name);
+    }
+    entries.push(file_entry(
+        XDP_OBJECT.trim_start_matches('/'),
+        &suite.xdp_object,
+    )?);
+    let init = init_script(modules, test_args);
+    entries.push(Entry {
+        path: "init".into(),
+        body: Body::Bytes {
+            data: init.into(),
+            mode: 0o755,
+        },
+    });
+
+    add_parents(&mut entries);
+    // Parents before children, as the kernel's unpacker needs.
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let out = dir.join("initramfs.cpio");
+    write_cpio(&out, &entries).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out)
+}
+
+fn add_parents(entries: &mut Vec<Entry>) {
+    let mut dirs = std::collections::BTreeSet::new();
+    for entry in entries.iter() {
+        let mut path = Path::new(&entry.path);
+        while let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(parent.to_string_lossy().into_owned());
+            path = parent;
+        }
+    }
+    for entry in entries.iter() {
+        dirs.remove(&entry.path);
+    }
+    entries.extend(dirs.into_iter().map(|path| Entry {
+        path,
+        body: Body::Dir,
+    }));
+}
+
+fn file_entry(path: &str, source: &Path) -> Result<Entry> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = fs::metadata(source).with_context(|| format!("cannot stat {}", source.display()))?;
+    Ok(Entry {
+        path: path.to_owned(),
+        body: Body::File {
+            source: source.to_path_buf(),
+            mode: meta.permissions().mode() & 0o7777,
+        },
+    })
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn ensure_static(binary: &Path) -> Result<()> {
+    let kind = cmd::output_string(Command::new("file").arg("-b").arg("-L").arg(binary))?;
+    if !kind.contains("statically linked") {
+        bail!(
+            "{} is not statically linked (install busybox-static)",
+            binary.display()
+        );
+    }
+    Ok(())
+}
+
+/// The loader and libraries `ldd` lists for `binary`, as absolute paths.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let listing = cmd::output_string(Command::new("ldd").arg(binary))?;
+    let mut libs = Vec::new();
+    for line in listing.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+fn init_script(modules: &[Module], test_args: &[String]) -> String {
+    let insmods: String = modules
+        .iter()
+        .map(|m| {
+            format!(
+                "insmod /lib/modules/{}.ko || verdict FAIL 'insmod {}'\n",
+                m.name, m.name
+            )
+        })
+        .collect();
+    let extra: String = test_args
+        .iter()
+        .map(|a| format!(" {}", shell_quote(a)))
+        .collect();
+    format!(
+        r#"#!/bin/busybox sh
+# Generated by `cargo xtask vm-test`. Runs every test binary once with one test thread and
+# ends with exactly one verdict line, then powers the guest off.
+export PATH=/usr/bin:/bin HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
+export WAF_XDP_OBJECT={XDP_OBJECT}
+
+verdict() {{
+    echo "{VERDICT} $1 ($2)"
+    sync
+    poweroff -f
+}}
+
+mount -t proc proc /proc || verdict FAIL 'mount proc'
+mount -t sysfs sysfs /sys || verdict FAIL 'mount sysfs'
+mount -t devtmpfs devtmpfs /dev || verdict FAIL 'mount devtmpfs'
+mount -t tmpfs tmpfs /run || verdict FAIL 'mount /run'
+mount -t tmpfs tmpfs /tmp || verdict FAIL 'mount /tmp'
+mount -t bpf bpf /sys/fs/bpf || verdict FAIL 'mount bpffs'
+mount -t debugfs debugfs /sys/kernel/debug || verdict FAIL 'mount debugfs'
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+{insmods}ip link set lo up || verdict FAIL 'loopback up'
+
+echo "waf-vm-test: kernel $(uname -r), $(nproc) CPU(s), guest up after $(cut -d' ' -f1 /proc/uptime)s"
+failed=""
+count=0
+for t in /tests/*; do
+    count=$((count + 1))
+    echo "waf-vm-test: running ${{t##*/}}"
+    "$t" --test-threads=1{extra} || failed="$failed ${{t##*/}}"
+done
+took="$(cut -d' ' -f1 /proc/uptime)s of guest uptime"
+if [ -z "$failed" ]; then
+    verdict PASS "$count test binaries on $(uname -r), $took"
+else
+    verdict FAIL "failed:$failed on $(uname -r), $took"
+fi
+"#
+    )
+}
+
+fn write_cpio(out: &Path, entries: &[Entry]) -> Result<()> {
+    let mut w = BufWriter::new(File::create(out)?);
+    for (ino, entry) in entries.iter().enumerate() {
+        let (mode, data, rdev) = match &entry.body {
+            Body::Dir => (0o040_755, Vec::new(), (0, 0)),
+            Body::File { source, mode } => (
+                0o100_000 | mode,
+                fs::read(source).with_context(|| format!("cannot read {}", source.display()))?,
+                (0, 0),
+            ),
+            Body::Bytes { data, mode } => (0o100_000 | mode, data.clone(), (0, 0)),
+            Body::Symlink(target) => (0o120_777, target.clone().into_bytes(), (0, 0)),
+            Body::CharDev { major, minor } => (0o020_600, Vec::new(), (*major, *minor)),
+        };
+        write_record(&mut w, ino as u32 + 1, mode, &entry.path, &data, rdev)?;
+    }
+    write_record(&mut w, 0, 0, "TRAILER!!!", &[], (0, 0))?;
+    w.flush()?;
+    Ok(())
+}
+
+/// One "newc" record: a 110-byte ASCII header, the NUL-terminated name and the data, each
+/// padded to four bytes. Owner root, time zero, so the image depends only on its inputs.
+fn write_record(
+    w: &mut impl std::io::Write,
+    ino: u32,
+    mode: u32,
+    name: &str,
+    data: &[u8],
+    (rdev_major, rdev_minor): (u32, u32),
+) -> Result<()> {
+    let nlink = if mode & 0o170_000 == 0o040_000 { 2 } else { 1 };
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        0,
+        u32::try_from(data.len()).context("file too large for cpio")?,
+        0,
+        0,
+        rdev_major,
+        rdev_minor,
+        name.len() as u32 + 1,
+        0,
+    ];
+    let mut header = String::from("070701");
+    for f in fields {
+        header.push_str(&format!("{f:08x}"));
+    }
+    w.write_all(header.as_bytes())?;
+    w.write_all(name.as_bytes())?;
+    w.write_all(&[0])?;
+    pad(w, 110 + name.len() + 1)?;
+    w.write_all(data)?;
+    pad(w, data.len())?;
+    Ok(())
+}
+
+fn pad(w: &mut impl std::io::Write, len: usize) -> Result<()> {
+    let zeros = [0u8; 3];
+    w.write_all(&zeros[..(4 - len % 4) % 4])?;
+    Ok(())
+}
