@@ -21,8 +21,8 @@ const GUEST_MODULES: &[&str] = &["veth"];
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Also boot this kernel image (bzImage); its modules are taken from
-    /// /lib/modules/<version> when that exists. Repeatable.
+    /// Also boot this kernel image (bzImage). Its modules come from lib/modules/<release>
+    /// beside the image's boot/ directory or from /lib/modules/<release>. Repeatable.
     #[arg(long, value_name = "IMAGE")]
     kernel: Vec<PathBuf>,
     /// Boot only the `--kernel` images, not Debian's 6.1.
@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         let outcome = qemu::run(&guest, limits)?;
         eprintln!("vm-test: {}: {outcome}", kernel.name);
         if !outcome.passed() {
+            eprintln!("vm-test: console log in {}", guest.console_log.display());
             failed.push(kernel.name.clone());
         }
     }

@@ -81,17 +81,25 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
     )
 }
 
-/// A kernel image given on the command line; its release string comes from the bzImage
-/// header, and its modules from /lib/modules/<release> when they are installed there.
+/// A kernel image given on the command line. Its release string comes from the bzImage
+/// header; its modules from `lib/modules/<release>` beside the image's `boot/` directory
+/// (an unpacked kernel package) or else from the host's /lib/modules/<release>.
 pub fn given(image: &Path) -> Result<Kernel> {
     let bytes = fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
     let release = bzimage_release(&bytes)
         .with_context(|| format!("{} is not a bzImage with a version string", image.display()))?;
-    let modules_dir = Path::new("/lib/modules").join(&release);
+    let beside = image
+        .parent()
+        .and_then(Path::parent)
+        .map(|root| root.join("lib/modules").join(&release));
+    let modules_dir = beside
+        .into_iter()
+        .chain([Path::new("/lib/modules").join(&release)])
+        .find(|dir| dir.join("kernel").is_dir());
     Ok(Kernel {
         name: release,
         image: image.to_path_buf(),
-        modules_dir: modules_dir.join("kernel").is_dir().then_some(modules_dir),
+        modules_dir,
     })
 }
 

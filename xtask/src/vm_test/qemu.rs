@@ -44,40 +44,54 @@ impl fmt::Display for Accel {
     }
 }
 
-/// Chooses KVM when it can create a VM with a vCPU, software emulation otherwise.
+/// Chooses KVM when it can run guests here, software emulation otherwise, and says why.
 pub fn resolve(accel: Accel) -> Result<Accel> {
-    Ok(match accel {
-        Accel::Auto if kvm_works() => Accel::Kvm,
-        Accel::Auto => Accel::Tcg,
-        other => other,
-    })
+    if !matches!(accel, Accel::Auto) {
+        return Ok(accel);
+    }
+    match kvm_unusable() {
+        None => Ok(Accel::Kvm),
+        Some(reason) => {
+            eprintln!("vm-test: KVM unusable ({reason}); using software emulation");
+            Ok(Accel::Tcg)
+        }
+    }
 }
 
-/// /dev/kvm can exist where KVM cannot run guests (no nested virtualisation), so this asks
-/// the kernel for a VM and a vCPU rather than checking the file.
-fn kvm_works() -> bool {
+/// Why KVM cannot run the guest, if it cannot. NB: inside a VM without nested
+/// virtualisation /dev/kvm can exist and even create a VM and a vCPU, yet a Linux guest
+/// stalls right after the BIOS; the CPU flags tell that case apart.
+fn kvm_unusable() -> Option<&'static str> {
     const KVM_GET_API_VERSION: libc::c_ulong = 0xae00;
     const KVM_CREATE_VM: libc::c_ulong = 0xae01;
     const KVM_CREATE_VCPU: libc::c_ulong = 0xae41;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hardware = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !hardware {
+        return Some("the CPU flags show neither vmx nor svm");
+    }
     let Ok(kvm) = File::options().read(true).write(true).open("/dev/kvm") else {
-        return false;
+        return Some("/dev/kvm does not open read-write");
     };
     // SAFETY: these KVM ioctls take an integer argument and touch no user memory; every
     // descriptor they return is closed here.
     unsafe {
         if libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0) != 12 {
-            return false;
+            return Some("/dev/kvm speaks an unknown API version");
         }
         let vm = libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0);
         if vm < 0 {
-            return false;
+            return Some("KVM cannot create a VM");
         }
         let vcpu = libc::ioctl(vm, KVM_CREATE_VCPU, 0);
         if vcpu >= 0 {
             libc::close(vcpu);
         }
         libc::close(vm);
-        vcpu >= 0
+        (vcpu < 0).then_some("KVM cannot create a vCPU")
     }
 }
 
@@ -259,7 +273,8 @@ fn watch(
                 }));
             }
         }
-        if line.contains("Kernel panic") {
+        if let Some(at) = line.find("Kernel panic") {
+            let line = line[at..].to_owned();
             return Ok(Some(Outcome::Panic { line, elapsed }));
         }
     }
