@@ -1,5 +1,9 @@
 //! waf-agent: an edge security agent. The XDP filter at the NIC (`xdp`), reputation feeds and
 //! bans, playbooks, an inspecting HTTP proxy, and the control plane that steers them.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod playbooks;
 pub mod xdp;

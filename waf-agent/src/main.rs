@@ -1,1 +1,54 @@
-fn main() {}
+use clap::{CommandFactory as _, Parser as _};
+use waf_agent::cli::{edge, exit, Cli, Command, ConfigAction, GenerateWhat};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(&cli) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<edge::Exit>()
+                .map_or(exit::FAILURE, |x| x.code);
+            eprintln!("error: {e:#}");
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    let pin = cli.pin_dir.as_path();
+    match &cli.command {
+        Command::Run(args) => {
+            waf_agent::logging::init_from_env();
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(waf_agent::daemon::run(args, pin))
+        }
+        Command::Status => edge::status(pin, cli.json),
+        Command::Panic { action } => edge::panic(pin, action, cli.json),
+        Command::Mode { mode } => edge::mode(pin, *mode, cli.json),
+        Command::Ban { target, ttl } => edge::ban(pin, target, ttl, cli.json),
+        Command::Unban { target } => edge::unban(pin, target, cli.json),
+        Command::Allow { action } => edge::allow(pin, action, cli.json),
+        Command::Detach => edge::detach(pin, cli.json),
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => waf_agent::cli::config_check(file, cli.json),
+        Command::Config {
+            action: ConfigAction::Default,
+        } => {
+            print!("{}", waf_agent::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Generate { what } => {
+            let mut cmd = Cli::command();
+            match what {
+                GenerateWhat::Completions { shell } => {
+                    clap_complete::generate(*shell, &mut cmd, "waf-agent", &mut std::io::stdout());
+                }
+                GenerateWhat::Man => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(())
+        }
+    }
+}

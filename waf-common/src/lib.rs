@@ -230,7 +230,11 @@ pub struct Settings {
     /// first insert and clears it after the last removal, so the program can skip a trie
     /// lookup on an empty map.
     pub present: u32,
-    pub _pad: u32,
+    /// The mode to return to when panic mode ends (`panic off`, or its expiry).
+    pub saved_mode: u32,
+    /// Monotonic nanoseconds at which panic mode lifts by itself; 0 for never. The program
+    /// applies `saved_mode` once this has passed, so a panic TTL holds with the agent down.
+    pub panic_until_ns: u64,
 }
 
 /// Bits of `Settings::present`.
@@ -257,7 +261,8 @@ impl Settings {
             sample_every: 64,
             rate_v6_prefix: 64,
             present: 0,
-            _pad: 0,
+            saved_mode: mode as u32,
+            panic_until_ns: 0,
         }
     }
 }
@@ -308,7 +313,7 @@ pub struct DropEvent {
     pub _pad: [u8; 7],
 }
 
-const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+const _: () = assert!(core::mem::size_of::<Settings>() == 48);
 const _: () = assert!(core::mem::size_of::<BanEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<Throttle>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 8);

@@ -69,10 +69,16 @@ const UNCONFIGURED: Settings = Settings::new(Mode::Monitor);
 
 #[xdp]
 pub fn waf_xdp(ctx: XdpContext) -> u32 {
-    let settings = match SETTINGS.get(0) {
+    let mut settings = match SETTINGS.get(0) {
         Some(s) => *s,
         None => UNCONFIGURED,
     };
+    if settings.mode == Mode::Panic as u32
+        && settings.panic_until_ns != 0
+        && unsafe { bpf_ktime_get_ns() } >= settings.panic_until_ns
+    {
+        settings.mode = settings.saved_mode;
+    }
     let verdict = decide(&ctx, &settings);
     act(&ctx, &settings, verdict)
 }

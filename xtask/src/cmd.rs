@@ -1,68 +1,73 @@
-//! Running external commands: every failure names the command line and its exit status.
+//! Running commands: fail with the command line and its exit status.
 
-use std::{
-    fmt::Write as _,
-    process::{Command, Output, Stdio},
-};
+use std::{path::PathBuf, process::Command};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Context as _};
 
-/// Renders a command as a shell-like line for error messages and progress output.
-pub fn line(cmd: &Command) -> String {
-    let mut out = String::new();
-    for (key, value) in cmd.get_envs() {
-        if let Some(value) = value {
-            let _ = write!(
-                out,
-                "{}={} ",
-                key.to_string_lossy(),
-                value.to_string_lossy()
-            );
-        }
-    }
-    out.push_str(&cmd.get_program().to_string_lossy());
-    for arg in cmd.get_args() {
-        let arg = arg.to_string_lossy();
-        if arg.is_empty() || arg.contains(char::is_whitespace) {
-            let _ = write!(out, " '{arg}'");
-        } else {
-            let _ = write!(out, " {arg}");
-        }
-    }
-    out
-}
-
-/// Runs `cmd` with inherited stdio and fails unless it exits with status 0.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = line(cmd);
-    eprintln!("+ {shown}");
+/// Runs `cmd` with inherited output; fails naming the command line and status.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let line = format!("{cmd:?}");
     let status = cmd
         .status()
-        .with_context(|| format!("failed to start `{shown}`"))?;
+        .with_context(|| format!("cannot start {line}"))?;
     if !status.success() {
-        bail!("`{shown}` failed with {status}");
+        bail!("{line} failed: {status}");
     }
     Ok(())
 }
 
-/// Runs `cmd`, captures its stdout (stderr stays on the terminal) and fails unless it exits
-/// with status 0.
-pub fn output(cmd: &mut Command) -> Result<Vec<u8>> {
-    let shown = line(cmd);
-    let Output { status, stdout, .. } = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+/// Runs `cmd` and returns its stdout; fails with the command line, status and stderr.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let line = format!("{cmd:?}");
+    let out = cmd
         .output()
-        .with_context(|| format!("failed to start `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` failed with {status}");
+        .with_context(|| format!("cannot start {line}"))?;
+    if !out.status.success() {
+        bail!(
+            "{line} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Like [`output`], for commands whose output is text.
-pub fn output_string(cmd: &mut Command) -> Result<String> {
-    let shown = line(cmd);
-    String::from_utf8(output(cmd)?).with_context(|| format!("`{shown}` printed non-UTF-8 output"))
+/// Runs `cmd` with stderr on the terminal (progress stays visible) and returns its stdout.
+pub fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
+    String::from_utf8(stdout_bytes(cmd)?).context("output is not UTF-8")
+}
+
+/// Like [`stdout`], for binary output.
+pub fn stdout_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
+    let line = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !out.status.success() {
+        bail!("{line} failed: {}", out.status);
+    }
+    Ok(out.stdout)
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (BPF, bpffs and network namespaces); run it with sudo");
+    }
+    Ok(())
 }

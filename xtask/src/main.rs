@@ -1,14 +1,15 @@
-//! `cargo xtask`: project automation that plain cargo cannot express. One module per
-//! subcommand; `cmd` runs external commands.
+//! `cargo xtask`: the project's automation. One module per subcommand.
 
 mod cmd;
+mod demo;
+mod test;
 mod vm_test;
 mod workspace;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Project automation for waf-agent")]
+#[command(name = "xtask", about = "Build, test and demonstrate waf-agent")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,12 +17,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the XDP object and run every test, the kernel-level ones included (root).
+    Test(test::Args),
     /// Boot kernels in QEMU and run the kernel-level test suite inside each.
     VmTest(vm_test::Args),
+    /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
+    Demo(demo::Args),
+    /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
+    #[command(hide = true)]
+    UdpFlood(demo::FloodArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Test(args) => test::run(&args),
         Command::VmTest(args) => vm_test::run(args),
+        Command::Demo(args) => demo::run(&args),
+        Command::UdpFlood(args) => demo::udp_flood(&args),
     }
 }

@@ -1,16 +1,11 @@
-//! Where the workspace and its target directory are, and which packages it has.
-
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+//! The workspace's target directory and packages, as cargo sees them.
 
 use anyhow::{Context as _, Result};
+use std::path::PathBuf;
 
 use crate::cmd;
 
 pub struct Workspace {
-    pub root: PathBuf,
     /// Honours `CARGO_TARGET_DIR` and `build.target-dir`, as cargo itself does.
     pub target_dir: PathBuf,
     pub packages: Vec<String>,
@@ -22,23 +17,10 @@ impl Workspace {
     }
 }
 
-/// The cargo that runs this xtask, so that toolchain overrides carry over.
-pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
 pub fn load() -> Result<Workspace> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?
-        .to_path_buf();
-    let json = cmd::output(
-        cargo()
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .current_dir(&root),
-    )?;
+    let json = cmd::output(cmd::cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
     let meta: serde_json::Value =
-        serde_json::from_slice(&json).context("cannot parse `cargo metadata` output")?;
+        serde_json::from_str(&json).context("cannot parse `cargo metadata` output")?;
     let target_dir = meta["target_directory"]
         .as_str()
         .context("`cargo metadata` gave no target_directory")?
@@ -50,7 +32,6 @@ pub fn load() -> Result<Workspace> {
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect();
     Ok(Workspace {
-        root,
         target_dir,
         packages,
     })

@@ -9,3 +9,187 @@ fn embedded_default_config_loads() {
     assert_eq!(c.rate_limits[0].burst, 20);
     assert_eq!(c.max_body_bytes, 1_048_576);
 }
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    match Config::from_yaml(yaml, &Overrides::none()) {
+        Err(ConfigError::Invalid(p)) => p,
+        other => panic!("expected invalid-config problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn seed_waf_block_loads_as_written() {
+    let seed = r#"
+waf:
+  enabled: true
+  mode: "blocking"         # "blocking" | "monitor" | "sanitize"
+  ip_reputation:
+    enabled: true
+    block_threshold_score: 80
+    allow_list: []
+    deny_list: []
+  rules:
+    sql_injection:
+      enabled: true
+      action: "block"
+      log: true
+    xss_protection:
+      enabled: true
+      action: "sanitize"
+      log: true
+    payload_limits:
+      max_body_bytes: 1048576    # 1 MB default
+      max_file_size_bytes: 52428800  # 50 MB for uploads
+    rate_limiting:
+      enabled: true
+      requests_per_minute: 120
+      burst_limit: 20
+      client_identifier: "ip"    # ip | api_key | user_id
+"#;
+    let c = Config::from_yaml(seed, &Overrides::none()).expect("the guide's block loads");
+    assert_eq!(c.mode, WafMode::Blocking);
+    assert_eq!(
+        c.edge.mode,
+        EdgeMode::Enforce,
+        "blocking WAF enforces at the NIC"
+    );
+    assert_eq!(c.reputation.threshold, 80);
+    assert_eq!(c.max_file_size_bytes, 52_428_800);
+    assert_eq!(c.rate_limits.len(), 1);
+    assert_eq!(c.rate_limits[0].identifier, ClientIdentifier::Ip);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let p = problems(
+        r#"
+waf:
+  mode: "blockin"
+  ip_reputation:
+    block_threshold_score: 150
+    allow_list: ["198.51.100.0/24", "not-an-ip"]
+    deny_list: ["203.0.113.9/33", "203.0.113.7/24"]
+edge:
+  mode: panic
+  interfaces: ["eth0", ""]
+  rate_limit: { packets_per_second: 0, burst: 10 }
+"#,
+    );
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "waf.mode",
+            "edge.mode",
+            "edge.interfaces[1]",
+            "edge.rate_limit.packets_per_second",
+            "waf.ip_reputation.block_threshold_score",
+            "waf.ip_reputation.allow_list[1]",
+            "waf.ip_reputation.deny_list[0]",
+            "waf.ip_reputation.deny_list[1]",
+        ]
+    );
+    assert!(
+        p[7].message.contains("did you mean 203.0.113.0/24"),
+        "{}",
+        p[7].message
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_with_its_path_not_a_silent_default() {
+    match Config::from_yaml(
+        "waf:\n  ip_reputation:\n    deny_lst: []\n",
+        &Overrides::none(),
+    ) {
+        Err(ConfigError::Syntax { path, message }) => {
+            assert_eq!(path, "waf.ip_reputation.deny_lst");
+            assert!(message.contains("unknown field `deny_lst`"), "{message}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn environment_overrides_the_file_and_a_bad_value_names_the_variable() {
+    let env = Overrides::from_pairs([
+        ("PLEXICHAT_WAF_MODE", "monitor"),
+        ("PLEXICHAT_WAF_MAX_BODY_BYTES", "2048"),
+        ("PLEXICHAT_WAF_RATE_LIMIT_RPM", "60"),
+        ("PLEXICHAT_REQUEST_ID_HEADER", "X-Correlation-ID"),
+        ("PLEXICHAT_SIEM_ENDPOINT", "https://siem.example/ingest"),
+        ("UNRELATED", "ignored"),
+    ]);
+    let c = Config::embedded_default(&env).expect("overrides apply");
+    assert_eq!(c.mode, WafMode::Monitor);
+    assert_eq!(c.max_body_bytes, 2048);
+    assert_eq!(c.rate_limits[0].requests_per_minute, 60);
+    assert_eq!(c.request_id_header, "X-Correlation-ID");
+    assert_eq!(
+        c.siem_endpoint.as_deref(),
+        Some("https://siem.example/ingest")
+    );
+
+    let bad = Overrides::from_pairs([
+        ("PLEXICHAT_WAF_ENABLED", "perhaps"),
+        ("PLEXICHAT_WAF_RATE_LIMIT_RPM", "-5"),
+        ("PLEXICHAT_LOG_LEVEL", "loud"),
+    ]);
+    match Config::embedded_default(&bad) {
+        Err(ConfigError::Invalid(p)) => {
+            let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+            assert_eq!(
+                paths,
+                vec![
+                    "$PLEXICHAT_WAF_ENABLED",
+                    "$PLEXICHAT_WAF_RATE_LIMIT_RPM",
+                    "$PLEXICHAT_LOG_LEVEL"
+                ]
+            );
+        }
+        other => panic!("expected the variables to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn named_rate_limits_of_the_guide_become_requests_per_minute() {
+    let c = Config::from_yaml(
+        r#"
+waf:
+  rate_limiting:
+    - name: "global_api_limit"
+      identifier: "ip"
+      requests: 100
+      window_seconds: 60
+      burst: 20
+      action: "throttle"
+"#,
+        &Overrides::none(),
+    )
+    .expect("loads");
+    assert_eq!(c.rate_limits.len(), 1);
+    assert_eq!(c.rate_limits[0].name, "global_api_limit");
+    assert_eq!(c.rate_limits[0].requests_per_minute, 100);
+    assert_eq!(c.rate_limits[0].burst, 20);
+}
+
+#[test]
+fn every_file_in_config_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && path.file_name() != Some("error_codes.yaml".as_ref())
+        {
+            Config::load(&path, &Overrides::none())
+                .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 1,
+        "no configuration files found in {}",
+        dir.display()
+    );
+}

@@ -21,8 +21,7 @@ pub struct Kernel {
 
 /// Fetches (once) and unpacks the package that `linux-image-amd64` depends on.
 pub fn debian(vm_dir: &Path) -> Result<Kernel> {
-    let deps =
-        cmd::output_string(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    let deps = cmd::output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
     let package = deps
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -177,9 +176,9 @@ fn module_name(path: &Path) -> Option<String> {
 fn read_module(path: &Path) -> Result<Vec<u8>> {
     let name = path.to_string_lossy();
     if name.ends_with(".ko.xz") {
-        cmd::output(Command::new("xz").arg("-dc").arg(path))
+        cmd::stdout_bytes(Command::new("xz").arg("-dc").arg(path))
     } else if name.ends_with(".ko.zst") {
-        cmd::output(Command::new("zstd").arg("-dc").arg(path))
+        cmd::stdout_bytes(Command::new("zstd").arg("-dc").arg(path))
     } else {
         fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     }

@@ -15,7 +15,6 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::initramfs::VERDICT;
-use crate::cmd;
 
 /// Kernel command line. `panic=-1` reboots on a panic and `-no-reboot` turns that reboot
 /// into QEMU's exit; `oops=panic` and `softlockup_panic=1` make a broken kernel say so
@@ -180,7 +179,7 @@ pub fn run(guest: &Guest<'_>, limits: Limits) -> Result<Outcome> {
         Accel::Kvm => qemu.args(["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg | Accel::Auto => qemu.args(["-accel", "tcg", "-cpu", "max"]),
     };
-    let shown = cmd::line(&qemu);
+    let shown = format!("{qemu:?}");
     eprintln!("+ {shown}");
     let started = Instant::now();
     let mut child = qemu

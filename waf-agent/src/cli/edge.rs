@@ -1,0 +1,432 @@
+//! Edge commands: they open the pinned maps and act on them directly.
+
+use std::{collections::BTreeSet, net::IpAddr, path::Path, time::Duration};
+
+use anyhow::{bail, Context as _};
+use ipnet::IpNet;
+use serde::Serialize;
+use waf_common::{Counter, Mode};
+
+use super::{exit, output::print, AllowAction, ModeArg, PanicAction};
+use crate::{
+    config::parse_net,
+    xdp::{apply::panic_active, clock, loader, maps::EdgeMaps},
+};
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
+    if !crate::xdp::maps::pins_exist(pin_dir) {
+        return Err(Exit {
+            code: exit::NOT_RUNNING,
+            message: format!(
+                "no filter is set up under {} (start it with `waf-agent run`)",
+                pin_dir.display()
+            ),
+        }
+        .into());
+    }
+    EdgeMaps::open(pin_dir).context("opening the pinned maps")
+}
+
+pub fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("{s:?} is not a duration (e.g. 90s, 15m, 1h)"))?;
+    if d.is_zero() {
+        bail!("the duration must be above zero");
+    }
+    Ok(d)
+}
+
+fn target(s: &str) -> anyhow::Result<IpNet> {
+    parse_net(s).map_err(|m| anyhow::anyhow!(m))
+}
+
+#[derive(Serialize)]
+pub struct Status {
+    pub mode: &'static str,
+    pub configured_mode: &'static str,
+    pub panic_remaining_seconds: Option<u64>,
+    pub interfaces: Vec<String>,
+    pub counters: Vec<CounterRow>,
+    pub maps: Vec<MapRow>,
+    pub bans: Vec<BanRow>,
+}
+
+#[derive(Serialize)]
+pub struct CounterRow {
+    pub verdict: &'static str,
+    pub reason: &'static str,
+    pub packets: u64,
+}
+
+#[derive(Serialize)]
+pub struct MapRow {
+    pub map: &'static str,
+    pub entries: usize,
+}
+
+#[derive(Serialize)]
+pub struct BanRow {
+    pub target: String,
+    pub remaining_seconds: u64,
+}
+
+fn mode_name(v: u32) -> &'static str {
+    Mode::from_u32(v).map_or("unknown", Mode::as_str)
+}
+
+pub fn status_of(maps: &EdgeMaps) -> anyhow::Result<Status> {
+    let s = maps.settings()?;
+    let now = clock::monotonic_ns();
+    let active = panic_active(&s, now);
+    let counters = maps.counters()?;
+    let bans = maps
+        .ban_entries()
+        .into_iter()
+        .filter(|(_, exp)| *exp > now)
+        .map(|(n, exp)| BanRow {
+            target: n.to_string(),
+            remaining_seconds: (exp - now) / 1_000_000_000,
+        })
+        .collect();
+    Ok(Status {
+        mode: if active {
+            "panic"
+        } else if s.mode == Mode::Panic as u32 {
+            mode_name(s.saved_mode)
+        } else {
+            mode_name(s.mode)
+        },
+        configured_mode: mode_name(s.saved_mode),
+        panic_remaining_seconds: (active && s.panic_until_ns != 0)
+            .then(|| (s.panic_until_ns - now) / 1_000_000_000),
+        interfaces: loader::pinned_links(maps.pin_dir()),
+        counters: Counter::ALL
+            .iter()
+            .map(|c| CounterRow {
+                verdict: c.verdict(),
+                reason: c.reason(),
+                packets: counters[*c as usize],
+            })
+            .collect(),
+        maps: maps
+            .fill()
+            .into_iter()
+            .map(|(map, entries)| MapRow { map, entries })
+            .collect(),
+        bans,
+    })
+}
+
+pub fn render_status(s: &Status) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("mode:        {}", s.mode));
+    if let Some(r) = s.panic_remaining_seconds {
+        out.push_str(&format!(" (lifts in {r}s, then {})", s.configured_mode));
+    } else if s.mode == "panic" {
+        out.push_str(&format!(
+            " (until `waf-agent panic off`, then {})",
+            s.configured_mode
+        ));
+    }
+    out.push('\n');
+    let ifaces = if s.interfaces.is_empty() {
+        "(none)".to_owned()
+    } else {
+        s.interfaces.join(", ")
+    };
+    out.push_str(&format!(
+        "interfaces:  {ifaces}\n\npackets by verdict and reason\n"
+    ));
+    for c in &s.counters {
+        out.push_str(&format!(
+            "  {:<8} {:<10} {:>12}\n",
+            c.verdict, c.reason, c.packets
+        ));
+    }
+    out.push_str("\nmap entries\n");
+    for m in &s.maps {
+        out.push_str(&format!("  {:<12} {:>10}\n", m.map, m.entries));
+    }
+    if !s.bans.is_empty() {
+        out.push_str("\nactive bans\n");
+        for b in &s.bans {
+            out.push_str(&format!(
+                "  {:<43} {:>8}s left\n",
+                b.target, b.remaining_seconds
+            ));
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let maps = open(pin_dir)?;
+    let s = status_of(&maps)?;
+    print(json, &s, render_status);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ModeChange {
+    mode: &'static str,
+    panic_until_seconds: Option<u64>,
+}
+
+/// The caller's address from the SSH environment, if logged in over SSH.
+pub fn ssh_client(env_client: Option<&str>, env_connection: Option<&str>) -> Option<IpAddr> {
+    env_client
+        .or(env_connection)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result<()> {
+    let mut maps = open(pin_dir)?;
+    match action {
+        PanicAction::On { ttl, force } => {
+            let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
+            let client = ssh_client(
+                std::env::var("SSH_CLIENT").ok().as_deref(),
+                std::env::var("SSH_CONNECTION").ok().as_deref(),
+            );
+            if let Some(ip) = client {
+                if !*force && !maps.is_allowed(ip) {
+                    return Err(Exit {
+                        code: exit::REFUSED,
+                        message: format!(
+                            "refusing: your SSH client address {ip} is not allow-listed, so panic \
+                             mode would cut your session (add it with `waf-agent allow add {ip}`, \
+                             or pass --force)"
+                        ),
+                    }
+                    .into());
+                }
+            }
+            let now = clock::monotonic_ns();
+            let s = maps.update_settings(|s| {
+                if !panic_active(s, now) {
+                    if s.mode != Mode::Panic as u32 {
+                        s.saved_mode = s.mode;
+                    }
+                    s.mode = Mode::Panic as u32;
+                }
+                s.panic_until_ns = ttl.map_or(0, clock::deadline_ns);
+            })?;
+            let out = ModeChange {
+                mode: "panic",
+                panic_until_seconds: ttl.map(|d| d.as_secs()),
+            };
+            print(json, &out, |o| {
+                match o.panic_until_seconds {
+                Some(t) => format!("panic mode on for {t}s: dropping everything not allow-listed, then back to {}", mode_name(s.saved_mode)),
+                None => "panic mode on: dropping everything not allow-listed (`waf-agent panic off` ends it)".to_owned(),
+            }
+            });
+        }
+        PanicAction::Off => {
+            let s = maps.update_settings(|s| {
+                if s.mode == Mode::Panic as u32 {
+                    s.mode = s.saved_mode;
+                }
+                s.panic_until_ns = 0;
+            })?;
+            let out = ModeChange {
+                mode: mode_name(s.mode),
+                panic_until_seconds: None,
+            };
+            print(json, &out, |o| {
+                format!("panic mode off: back to {}", o.mode)
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn mode(pin_dir: &Path, mode: ModeArg, json: bool) -> anyhow::Result<()> {
+    let mut maps = open(pin_dir)?;
+    let m = match mode {
+        ModeArg::Monitor => Mode::Monitor,
+        ModeArg::Enforce => Mode::Enforce,
+    };
+    let now = clock::monotonic_ns();
+    let s = maps.update_settings(|s| {
+        s.saved_mode = m as u32;
+        if !panic_active(s, now) {
+            s.mode = m as u32;
+        }
+    })?;
+    let out = ModeChange {
+        mode: mode_name(s.mode),
+        panic_until_seconds: None,
+    };
+    print(json, &out, |o| {
+        if o.mode == "panic" {
+            format!(
+                "mode set to {}; panic mode stays on until `waf-agent panic off`",
+                m.as_str()
+            )
+        } else {
+            format!("mode: {}", o.mode)
+        }
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BanOut {
+    target: String,
+    ttl_seconds: Option<u64>,
+    banned: bool,
+}
+
+pub fn ban(pin_dir: &Path, t: &str, ttl: &str, json: bool) -> anyhow::Result<()> {
+    let net = target(t)?;
+    let ttl = parse_ttl(ttl)?;
+    let mut maps = open(pin_dir)?;
+    let deadline = clock::deadline_ns(ttl);
+    // Several bans on one prefix: the longest wins.
+    let current = maps
+        .ban_entries()
+        .into_iter()
+        .find(|(n, _)| *n == net)
+        .map(|(_, e)| e);
+    maps.ban_set(net, deadline.max(current.unwrap_or(0)))?;
+    let out = BanOut {
+        target: net.to_string(),
+        ttl_seconds: Some(ttl.as_secs()),
+        banned: true,
+    };
+    print(json, &out, |o| {
+        format!("banned {} for {}s", o.target, ttl.as_secs())
+    });
+    Ok(())
+}
+
+pub fn unban(pin_dir: &Path, t: &str, json: bool) -> anyhow::Result<()> {
+    let net = target(t)?;
+    let mut maps = open(pin_dir)?;
+    maps.ban_clear(net)?;
+    let out = BanOut {
+        target: net.to_string(),
+        ttl_seconds: None,
+        banned: false,
+    };
+    print(json, &out, |o| format!("unbanned {}", o.target));
+    Ok(())
+}
+
+/// Run-time allow entries, kept beside the pins so the agent re-applies them on reload.
+pub fn runtime_allow_path(pin_dir: &Path) -> std::path::PathBuf {
+    let name = pin_dir
+        .file_name()
+        .map_or("waf-agent".into(), |n| n.to_string_lossy().into_owned());
+    Path::new("/run").join(format!("{name}-allow.list"))
+}
+
+pub fn read_runtime_allow(pin_dir: &Path) -> BTreeSet<IpNet> {
+    std::fs::read_to_string(runtime_allow_path(pin_dir))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| parse_net(l).ok())
+        .collect()
+}
+
+fn write_runtime_allow(pin_dir: &Path, set: &BTreeSet<IpNet>) -> anyhow::Result<()> {
+    let path = runtime_allow_path(pin_dir);
+    let text: String = set.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn allow(pin_dir: &Path, action: &AllowAction, json: bool) -> anyhow::Result<()> {
+    let mut maps = open(pin_dir)?;
+    let mut runtime = read_runtime_allow(pin_dir);
+    match action {
+        AllowAction::Add { target: t } => {
+            let net = target(t)?;
+            maps.allow_insert(net)?;
+            runtime.insert(net);
+            write_runtime_allow(pin_dir, &runtime)?;
+            print(json, &net.to_string(), |n| format!("allow-listed {n}"));
+        }
+        AllowAction::Rm { target: t } => {
+            let net = target(t)?;
+            maps.allow_remove(net)?;
+            runtime.remove(&net);
+            write_runtime_allow(pin_dir, &runtime)?;
+            print(json, &net.to_string(), |n| {
+                format!("removed {n} from the allow list")
+            });
+        }
+        AllowAction::List => {
+            let list: Vec<String> = maps
+                .allow_entries()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            print(json, &list, |l| l.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+pub fn detach(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let links = loader::detach_all(pin_dir)
+        .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
+    let _ = std::fs::remove_file(runtime_allow_path(pin_dir));
+    print(json, &links, |l| {
+        if l.is_empty() {
+            format!("removed pins under {}", pin_dir.display())
+        } else {
+            format!(
+                "detached from {} and removed pins under {}",
+                l.join(", "),
+                pin_dir.display()
+            )
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_client_address_is_read_from_either_variable() {
+        assert_eq!(
+            ssh_client(Some("198.18.0.9 50022 22"), None),
+            "198.18.0.9".parse().ok()
+        );
+        assert_eq!(
+            ssh_client(None, Some("2001:2::9 50022 2001:2::1 22")),
+            "2001:2::9".parse().ok()
+        );
+        assert_eq!(ssh_client(None, None), None);
+        assert_eq!(ssh_client(Some("garbage"), None), None);
+    }
+
+    #[test]
+    fn ttl_rejects_zero_and_garbage() {
+        assert_eq!(
+            parse_ttl("15m").expect("15m parses"),
+            Duration::from_secs(900)
+        );
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+}
