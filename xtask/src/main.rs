@@ -2,6 +2,7 @@
 
 mod cmd;
 mod demo;
+mod dist;
 mod test;
 mod vm_test;
 mod workspace;
@@ -21,6 +22,8 @@ enum Command {
     Test(test::Args),
     /// Boot kernels in QEMU and run the kernel-level test suite inside each.
     VmTest(vm_test::Args),
+    /// Build the Debian package; `--check` installs and checks it in a clean root (root).
+    Dist(dist::Args),
     /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
     Demo(demo::Args),
     /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(&args),
         Command::VmTest(args) => vm_test::run(args),
+        Command::Dist(args) => dist::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::UdpFlood(args) => demo::udp_flood(&args),
     }

@@ -103,13 +103,19 @@ pub fn build(
             .file_name()
             .context("test binary without a file name")?;
         let name = format!("{:02}-{}", i + 1, file.to_string_lossy());
-        entries.push(file_entry(&format!("tests/{name}"), binary)?);
+        entries.push(file_entry(
+            &format!("tests/{name}"),
+            &stripped(dir, binary)?,
+        )?);
     }
     entries.push(file_entry(
         XDP_OBJECT.trim_start_matches('/'),
         &suite.xdp_object,
     )?);
-    entries.push(file_entry(AGENT.trim_start_matches('/'), &suite.agent)?);
+    entries.push(file_entry(
+        AGENT.trim_start_matches('/'),
+        &stripped(dir, &suite.agent)?,
+    )?);
     let init = init_script(modules, test_args);
     entries.push(Entry {
         path: "init".into(),
@@ -124,6 +130,23 @@ pub fn build(
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let out = dir.join("initramfs.cpio");
     write_cpio(&out, &entries).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out)
+}
+
+/// A copy of `binary` without debug information. Debug builds of the suite are around
+/// 100 MB each with it, and the guest holds the image and its unpacked files in RAM.
+/// Symbols stay, so backtraces still name functions.
+fn stripped(dir: &Path, binary: &Path) -> Result<PathBuf> {
+    let out_dir = dir.join("stripped");
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let out = out_dir.join(binary.file_name().context("binary without a file name")?);
+    cmd::run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(binary),
+    )?;
     Ok(out)
 }
 

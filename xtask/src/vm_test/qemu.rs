@@ -21,6 +21,9 @@ use super::initramfs::VERDICT;
 /// instead of leaving a half-dead guest to the idle limit.
 const CMDLINE: &str = "console=ttyS0 rdinit=/init panic=-1 oops=panic softlockup_panic=1 \
                        loglevel=4 mitigations=off";
+/// Console lines after which the run means nothing: the kernel died, or the guest lacks part
+/// of its image (too little memory for the initramfs).
+const FATAL: &[&str] = &["Kernel panic", "Initramfs unpacking failed"];
 /// How long a guest that printed its verdict gets to power off before it is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 /// How long to keep reading after a panic line, so that the console log holds the trace.
@@ -112,7 +115,7 @@ pub struct Limits {
 pub enum Outcome {
     Pass { line: String, elapsed: Duration },
     Fail { line: String, elapsed: Duration },
-    Panic { line: String, elapsed: Duration },
+    Fatal { line: String, elapsed: Duration },
     WallClock(Duration),
     Silent { idle: Duration, elapsed: Duration },
     Exited { status: String, elapsed: Duration },
@@ -130,8 +133,8 @@ impl fmt::Display for Outcome {
             Outcome::Pass { line, elapsed } | Outcome::Fail { line, elapsed } => {
                 write!(f, "{line} after {:.0?} of wall time", elapsed)
             }
-            Outcome::Panic { line, elapsed } => {
-                write!(f, "guest kernel panicked after {elapsed:.0?}: {line}")
+            Outcome::Fatal { line, elapsed } => {
+                write!(f, "guest failed after {elapsed:.0?}: {line}")
             }
             Outcome::WallClock(limit) => write!(f, "no verdict within the limit of {limit:?}"),
             Outcome::Silent { idle, elapsed } => {
@@ -272,9 +275,9 @@ fn watch(
                 }));
             }
         }
-        if let Some(at) = line.find("Kernel panic") {
+        if let Some(at) = FATAL.iter().find_map(|f| line.find(f)) {
             let line = line[at..].to_owned();
-            return Ok(Some(Outcome::Panic { line, elapsed }));
+            return Ok(Some(Outcome::Fatal { line, elapsed }));
         }
     }
 }
@@ -290,7 +293,7 @@ fn finish(
     let grace = match outcome {
         None => return Ok(()),
         Some(Outcome::Pass { .. } | Outcome::Fail { .. }) => POWEROFF_GRACE,
-        Some(Outcome::Panic { .. }) => PANIC_TRACE,
+        Some(Outcome::Fatal { .. }) => PANIC_TRACE,
         Some(_) => Duration::ZERO,
     };
     let until = Instant::now() + grace;
