@@ -19,10 +19,34 @@ pub const VERDICT: &str = "WAF-VM-TEST:";
 const XDP_OBJECT: &str = "/lib/waf/waf-xdp.o";
 const AGENT: &str = "/usr/bin/waf-agent";
 const BUSYBOX: &str = "/bin/busybox";
-/// Host tools the guest gets in place of busybox's applets: busybox's `ip` lacks `netns`,
-/// `veth` and XDP, and busybox's `nsenter` runs its own `ip` applet rather than the one on
-/// PATH.
-const HOST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("nsenter", "util-linux")];
+/// A host program the guest gets, with the shared libraries `ldd` lists for it.
+struct HostTool {
+    name: &'static str,
+    package: &'static str,
+    /// Data directories it reads at run time, copied whole.
+    data: &'static [&'static str],
+}
+
+/// Busybox's `ip` lacks `netns`, `veth` and XDP, and busybox's `nsenter` runs its own `ip`
+/// applet rather than the one on PATH, so the guest gets the host's. The suite installs a
+/// foreign XDP program with `xdp-filter`, which loads its BPF objects from a directory.
+const HOST_TOOLS: &[HostTool] = &[
+    HostTool {
+        name: "ip",
+        package: "iproute2",
+        data: &[],
+    },
+    HostTool {
+        name: "nsenter",
+        package: "util-linux",
+        data: &[],
+    },
+    HostTool {
+        name: "xdp-filter",
+        package: "xdp-tools",
+        data: &["/usr/lib/x86_64-linux-gnu/bpf"],
+    },
+];
 
 enum Body {
     Dir,
@@ -65,7 +89,7 @@ pub fn build(
     ensure_static(Path::new(BUSYBOX))?;
     entries.push(file_entry("bin/busybox", Path::new(BUSYBOX))?);
     let applets = cmd::output(Command::new(BUSYBOX).arg("--list"))?;
-    let shadowed = |a: &str| a == "busybox" || HOST_TOOLS.iter().any(|(tool, _)| *tool == a);
+    let shadowed = |a: &str| a == "busybox" || HOST_TOOLS.iter().any(|t| t.name == a);
     for applet in applets.lines().filter(|a| !a.is_empty() && !shadowed(a)) {
         entries.push(Entry {
             path: format!("bin/{applet}"),
@@ -74,10 +98,17 @@ pub fn build(
     }
 
     let mut libs = std::collections::BTreeSet::new();
-    for (tool, package) in HOST_TOOLS {
-        let path = find_in_path(tool)
-            .with_context(|| format!("`{tool}` is not installed (apt-get install {package})"))?;
-        entries.push(file_entry(&format!("usr/bin/{tool}"), &path)?);
+    for tool in HOST_TOOLS {
+        let path = find_in_path(tool.name).with_context(|| {
+            format!(
+                "`{}` is not installed (apt-get install {})",
+                tool.name, tool.package
+            )
+        })?;
+        entries.push(file_entry(&format!("usr/bin/{}", tool.name), &path)?);
+        for dir in tool.data {
+            add_tree(Path::new(dir), &mut entries)?;
+        }
         libs.extend(shared_libraries(&path)?);
     }
     for lib in libs {
@@ -131,6 +162,24 @@ pub fn build(
     let out = dir.join("initramfs.cpio");
     write_cpio(&out, &entries).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(out)
+}
+
+/// Every regular file under `dir`, at the same path in the guest.
+fn add_tree(dir: &Path, entries: &mut Vec<Entry>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            add_tree(&path, entries)?;
+        } else if path.is_file() {
+            let rel = path
+                .strip_prefix("/")
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            entries.push(file_entry(&rel, &path)?);
+        }
+    }
+    Ok(())
 }
 
 /// A copy of `binary` without debug information. Debug builds of the suite are around
