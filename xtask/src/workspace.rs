@@ -1,7 +1,7 @@
 //! The workspace's target directory and packages, as cargo sees them.
 
-use anyhow::{Context as _, Result};
-use std::path::PathBuf;
+use anyhow::{bail, Context as _, Result};
+use std::path::{Path, PathBuf};
 
 use crate::cmd;
 
@@ -35,4 +35,34 @@ pub fn load() -> Result<Workspace> {
         target_dir,
         packages,
     })
+}
+
+/// The XDP object that waf-agent's build script left for `include_bytes!`, found in cargo's
+/// JSON messages (`--message-format=json*`) of a build that included waf-agent. Fails when
+/// the object is empty: the agent would then be built without its program.
+pub fn xdp_object(cargo_messages: &str) -> Result<PathBuf> {
+    let mut found = None;
+    for line in cargo_messages.lines() {
+        let msg: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("cannot parse cargo message {line}"))?;
+        let agent = msg["package_id"]
+            .as_str()
+            .is_some_and(|id| id.contains("/waf-agent#"));
+        if msg["reason"] == "build-script-executed" && agent {
+            found = msg["out_dir"]
+                .as_str()
+                .map(|out| Path::new(out).join("waf-ebpf"));
+        }
+    }
+    let object = found.context("cargo reported no build of waf-agent, so no XDP object")?;
+    let len = std::fs::metadata(&object)
+        .with_context(|| format!("cannot stat the XDP object {}", object.display()))?
+        .len();
+    if len == 0 {
+        bail!(
+            "the XDP object {} is empty: waf-agent was built with AYA_BUILD_SKIP set",
+            object.display()
+        );
+    }
+    Ok(object)
 }

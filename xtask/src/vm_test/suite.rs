@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cmd, workspace::Workspace};
+use crate::{
+    cmd,
+    workspace::{self, Workspace},
+};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The datapath tests (packet shapes, decisions, counters), shared with the host run.
@@ -38,7 +41,6 @@ pub fn build(ws: &Workspace) -> Result<Suite> {
     let json = cmd::stdout(&mut cargo)?;
 
     let mut binaries = BTreeSet::new();
-    let mut xdp_object = None;
     for line in json.lines() {
         let msg: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("cannot parse cargo message {line}"))?;
@@ -46,15 +48,6 @@ pub fn build(ws: &Workspace) -> Result<Suite> {
             Some("compiler-artifact") if msg["profile"]["test"] == true => {
                 if let Some(exe) = msg["executable"].as_str() {
                     binaries.insert(PathBuf::from(exe));
-                }
-            }
-            Some("build-script-executed")
-                if msg["package_id"]
-                    .as_str()
-                    .is_some_and(|id| id.contains("/waf-agent#")) =>
-            {
-                if let Some(out) = msg["out_dir"].as_str() {
-                    xdp_object = Some(Path::new(out).join("waf-ebpf"));
                 }
             }
             _ => {}
@@ -67,17 +60,7 @@ pub fn build(ws: &Workspace) -> Result<Suite> {
     for binary in binaries.iter().chain([&agent]) {
         ensure_static(binary)?;
     }
-    let xdp_object = xdp_object
-        .context("cargo reported no build of waf-agent, so there is no XDP object to test")?;
-    let len = std::fs::metadata(&xdp_object)
-        .with_context(|| format!("cannot stat the XDP object {}", xdp_object.display()))?
-        .len();
-    if len == 0 {
-        bail!(
-            "the XDP object {} is empty (was AYA_BUILD_SKIP set?)",
-            xdp_object.display()
-        );
-    }
+    let xdp_object = workspace::xdp_object(&json)?;
     Ok(Suite {
         binaries: binaries.into_iter().collect(),
         xdp_object,
@@ -99,7 +82,8 @@ fn static_cargo(subcommand: &str) -> std::process::Command {
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static",
-        );
+        )
+        .env_remove("AYA_BUILD_SKIP");
     cargo
 }
 
