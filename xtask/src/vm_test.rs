@@ -5,6 +5,8 @@
 //! The kernels: Debian bookworm's `linux-image-amd64` (6.1), fetched with `apt-get download`
 //! and cached under `<target>/vm/kernels/`, plus every `--kernel` image.
 
+mod cpio;
+mod init;
 mod initramfs;
 mod kernel;
 mod qemu;

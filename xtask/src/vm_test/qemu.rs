@@ -14,13 +14,15 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::initramfs::VERDICT;
+use super::init::VERDICT;
 
 /// Kernel command line. `panic=-1` reboots on a panic and `-no-reboot` turns that reboot
 /// into QEMU's exit; `oops=panic` and `softlockup_panic=1` make a broken kernel say so
-/// instead of leaving a half-dead guest to the idle limit.
+/// instead of leaving a half-dead guest to the idle limit. NB: `no_timer_check` skips the
+/// IO-APIC timer check, which software emulation on a busy host can fail ("IO-APIC + timer
+/// doesn't work!") with a panic before /init runs.
 const CMDLINE: &str = "console=ttyS0 rdinit=/init panic=-1 oops=panic softlockup_panic=1 \
-                       loglevel=4 mitigations=off";
+                       no_timer_check loglevel=4 mitigations=off";
 /// Console lines after which the run means nothing: the kernel died, or the guest lacks part
 /// of its image (too little memory for the initramfs).
 const FATAL: &[&str] = &["Kernel panic", "Initramfs unpacking failed"];
