@@ -19,7 +19,7 @@ packages=(
     xdp-tools nftables
     nginx libnginx-mod-http-modsecurity modsecurity-crs
     wrk qemu-system-x86 cpio busybox-static
-    file util-linux debootstrap systemd
+    file binutils util-linux debootstrap systemd dpkg-dev
     pkg-config libssl-dev
 )
 missing=()
