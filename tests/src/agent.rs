@@ -15,11 +15,21 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/waf-agent"))
 }
 
+/// The admin API socket of the agent using `pin_dir`, so tests never reach another agent.
+pub fn socket_for(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir
+        .file_name()
+        .map_or("waf-test".into(), |n| n.to_string_lossy().into_owned());
+    PathBuf::from("/run").join(format!("{name}.sock"))
+}
+
 /// Runs `waf-agent ARGS` to completion in the host namespace; returns (status, stdout, stderr).
 pub fn cli(lab: &Lab, pin_dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = lab
         .in_host(&[binary().to_str().expect("utf-8 path"), "--pin-dir"])
         .arg(pin_dir)
+        .arg("--socket")
+        .arg(socket_for(pin_dir))
         .args(args)
         .output()
         .expect("running waf-agent");
@@ -43,6 +53,8 @@ impl Agent {
         let child = lab
             .in_host(&[binary().to_str().expect("utf-8 path"), "--pin-dir"])
             .arg(pin_dir)
+            .arg("--socket")
+            .arg(socket_for(pin_dir))
             .args(["run", "--summary-interval", "1", "-c"])
             .arg(config)
             .env("NO_COLOR", "1")

@@ -1,22 +1,73 @@
-//! Log setup: tracing to stderr, plain or JSON, level from `PLEXICHAT_LOG_LEVEL`
-//! (default info), and aya's `log` records bridged in.
+//! Logging through `tracing`: plain or JSON lines on stderr (stdout is left to the `stdout`
+//! event sink), filtered by `RUST_LOG` when set, else our crate at the configured level and
+//! everything else at warn. `log` records (aya) are bridged in.
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Initialises logging for the daemon.
-pub fn init(level: &str, json: bool) {
-    let level = if level == "warning" { "warn" } else { level };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,waf_agent={level}")));
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// The level is not one of trace, debug, info, warn(ing), error.
+    #[error("{0:?} is not a log level")]
+    Level(String),
+    /// `RUST_LOG` does not parse.
+    #[error("RUST_LOG does not parse")]
+    Filter(#[source] tracing_subscriber::filter::ParseError),
+    /// A global subscriber is already installed.
+    #[error("logging is already set up")]
+    AlreadySet(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The filter directive for `level`: our crate at that level, the rest at warn.
+pub fn default_directive(level: &str) -> Result<String, LoggingError> {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "warning" | "warn" => "warn".to_owned(),
+        l @ ("trace" | "debug" | "info" | "error") => l.to_owned(),
+        _ => return Err(LoggingError::Level(level.to_owned())),
+    };
+    Ok(format!("warn,waf_agent={level}"))
+}
+
+/// Installs the global subscriber. `level` comes from the config (`logging.level`, or
+/// `PLEXICHAT_LOG_LEVEL`), `json` from `logging.format`.
+pub fn init_logging(level: &str, json: bool) -> Result<(), LoggingError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec).map_err(LoggingError::Filter)?,
+        _ => EnvFilter::try_new(default_directive(level)?).map_err(LoggingError::Filter)?,
+    };
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let result = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.try_init()
     };
+    result.map_err(LoggingError::AlreadySet)
 }
 
-pub fn init_from_env() {
-    let level = std::env::var(crate::config::env::LOG_LEVEL).unwrap_or_else(|_| "info".into());
-    init(&level.to_ascii_lowercase(), false);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_level_warning_maps_to_warn_for_our_crate() {
+        assert_eq!(
+            default_directive("warning").expect("a level"),
+            "warn,waf_agent=warn"
+        );
+        assert_eq!(
+            default_directive("INFO").expect("a level"),
+            "warn,waf_agent=info"
+        );
+    }
+
+    #[test]
+    fn unknown_level_is_refused() {
+        match default_directive("loud") {
+            Err(LoggingError::Level(l)) => assert_eq!(l, "loud"),
+            other => panic!("expected a level error, got {other:?}"),
+        }
+    }
 }

@@ -1,5 +1,5 @@
 use clap::{CommandFactory as _, Parser as _};
-use waf_agent::cli::{edge, exit, Cli, Command, ConfigAction, GenerateWhat};
+use waf_agent::cli::{edge, exit, Cli, Command, ConfigAction, EventsAction, GenerateWhat};
 
 fn main() {
     let cli = Cli::parse();
@@ -20,17 +20,29 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     let pin = cli.pin_dir.as_path();
     match &cli.command {
         Command::Run(args) => {
-            waf_agent::logging::init_from_env();
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(waf_agent::daemon::run(args, pin))
+            rt.block_on(waf_agent::daemon::run(args, pin, &cli.socket))
         }
-        Command::Status => edge::status(pin, cli.json),
+        Command::Status => edge::status(pin, &cli.socket, cli.json),
         Command::Panic { action } => edge::panic(pin, action, cli.json),
-        Command::Mode { mode } => edge::mode(pin, *mode, cli.json),
-        Command::Ban { target, ttl } => edge::ban(pin, target, ttl, cli.json),
-        Command::Unban { target } => edge::unban(pin, target, cli.json),
+        Command::Mode { mode } => edge::mode(pin, &cli.socket, *mode, cli.json),
+        Command::Ban { target, ttl } => edge::ban(pin, &cli.socket, target, ttl, cli.json),
+        Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
+        Command::Events {
+            action: EventsAction::Tail { count },
+        } => waf_agent::cli::events_tail(&cli.socket, cli.json, *count),
+        Command::Top {
+            interval,
+            iterations,
+        } => waf_agent::cli::top::run(
+            pin,
+            &cli.socket,
+            cli.json,
+            std::time::Duration::from_secs_f64(interval.max(0.1)),
+            *iterations,
+        ),
         Command::Config {
             action: ConfigAction::Check { file },
         } => waf_agent::cli::config_check(file, cli.json),
@@ -47,6 +59,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                     clap_complete::generate(*shell, &mut cmd, "waf-agent", &mut std::io::stdout());
                 }
                 GenerateWhat::Man => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                GenerateWhat::Openapi => print!("{}", waf_agent::api::docs::openapi_json()),
             }
             Ok(())
         }

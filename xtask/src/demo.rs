@@ -18,6 +18,7 @@ const CLIENT_NS: &str = "wafdemo-client";
 const HOST_IF: &str = "wafdemo0";
 const CLIENT_IF: &str = "wafdemo1";
 const PIN_DIR: &str = "/sys/fs/bpf/waf-demo";
+const SOCKET: &str = "/run/waf-demo.sock";
 
 const CLEAN: &str = "198.18.100.2";
 const BANNED: &str = "198.18.100.3";
@@ -125,7 +126,7 @@ fn waf(args: &[&str]) -> anyhow::Result<String> {
         Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{HOST_NS}"))
             .arg(agent_bin())
-            .args(["--pin-dir", PIN_DIR])
+            .args(["--pin-dir", PIN_DIR, "--socket", SOCKET])
             .args(args),
     )
 }
@@ -277,7 +278,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let agent = Command::new("nsenter")
         .arg(format!("--net=/var/run/netns/{HOST_NS}"))
         .arg(agent_bin())
-        .args(["--pin-dir", PIN_DIR, "run", "-i", HOST_IF])
+        .args([
+            "--pin-dir",
+            PIN_DIR,
+            "--socket",
+            SOCKET,
+            "run",
+            "-i",
+            HOST_IF,
+        ])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)

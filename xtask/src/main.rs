@@ -3,6 +3,7 @@
 mod cmd;
 mod demo;
 mod dist;
+mod openapi;
 mod test;
 mod vm_test;
 mod workspace;
@@ -26,6 +27,8 @@ enum Command {
     Dist(dist::Args),
     /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
     Demo(demo::Args),
+    /// Write the admin API's OpenAPI document to docs/_generated/openapi.json.
+    Openapi,
     /// Send UDP datagrams as fast as possible (the demo runs it inside its client namespace).
     #[command(hide = true)]
     UdpFlood(demo::FloodArgs),
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::VmTest(args) => vm_test::run(args),
         Command::Dist(args) => dist::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Openapi => openapi::run(),
         Command::UdpFlood(args) => demo::udp_flood(&args),
     }
 }

@@ -5,12 +5,13 @@ use std::{collections::BTreeSet, net::IpAddr, path::Path, time::Duration};
 use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 use serde::Serialize;
-use waf_common::{Counter, Mode};
+use waf_common::Mode;
 
 use super::{exit, output::print, AllowAction, ModeArg, PanicAction};
 use crate::{
+    api::model,
     config::parse_net,
-    xdp::{apply::panic_active, clock, loader, maps::EdgeMaps},
+    xdp::{loader, maps::EdgeMaps, ops, ops::mode_name},
 };
 
 /// An error with the exit code it should end the process with.
@@ -28,7 +29,28 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
+/// Calls the running agent's API; `None` when no agent listens on `socket`.
+pub fn via_api(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<anyhow::Result<serde_json::Value>> {
+    if !socket.exists() {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    match rt.block_on(crate::api::client::call(socket, method, path, body)) {
+        Err(crate::api::client::ClientError::NotRunning { .. }) => None,
+        Err(e) => Some(Err(e.into())),
+        Ok(v) => Some(Ok(v)),
+    }
+}
+
+pub fn open(pin_dir: &Path) -> anyhow::Result<EdgeMaps> {
     if !crate::xdp::maps::pins_exist(pin_dir) {
         return Err(Exit {
             code: exit::NOT_RUNNING,
@@ -55,84 +77,7 @@ fn target(s: &str) -> anyhow::Result<IpNet> {
     parse_net(s).map_err(|m| anyhow::anyhow!(m))
 }
 
-#[derive(Serialize)]
-pub struct Status {
-    pub mode: &'static str,
-    pub configured_mode: &'static str,
-    pub panic_remaining_seconds: Option<u64>,
-    pub interfaces: Vec<String>,
-    pub counters: Vec<CounterRow>,
-    pub maps: Vec<MapRow>,
-    pub bans: Vec<BanRow>,
-}
-
-#[derive(Serialize)]
-pub struct CounterRow {
-    pub verdict: &'static str,
-    pub reason: &'static str,
-    pub packets: u64,
-}
-
-#[derive(Serialize)]
-pub struct MapRow {
-    pub map: &'static str,
-    pub entries: usize,
-}
-
-#[derive(Serialize)]
-pub struct BanRow {
-    pub target: String,
-    pub remaining_seconds: u64,
-}
-
-fn mode_name(v: u32) -> &'static str {
-    Mode::from_u32(v).map_or("unknown", Mode::as_str)
-}
-
-pub fn status_of(maps: &EdgeMaps) -> anyhow::Result<Status> {
-    let s = maps.settings()?;
-    let now = clock::monotonic_ns();
-    let active = panic_active(&s, now);
-    let counters = maps.counters()?;
-    let bans = maps
-        .ban_entries()
-        .into_iter()
-        .filter(|(_, exp)| *exp > now)
-        .map(|(n, exp)| BanRow {
-            target: n.to_string(),
-            remaining_seconds: (exp - now) / 1_000_000_000,
-        })
-        .collect();
-    Ok(Status {
-        mode: if active {
-            "panic"
-        } else if s.mode == Mode::Panic as u32 {
-            mode_name(s.saved_mode)
-        } else {
-            mode_name(s.mode)
-        },
-        configured_mode: mode_name(s.saved_mode),
-        panic_remaining_seconds: (active && s.panic_until_ns != 0)
-            .then(|| (s.panic_until_ns - now) / 1_000_000_000),
-        interfaces: loader::pinned_links(maps.pin_dir()),
-        counters: Counter::ALL
-            .iter()
-            .map(|c| CounterRow {
-                verdict: c.verdict(),
-                reason: c.reason(),
-                packets: counters[*c as usize],
-            })
-            .collect(),
-        maps: maps
-            .fill()
-            .into_iter()
-            .map(|(map, entries)| MapRow { map, entries })
-            .collect(),
-        bans,
-    })
-}
-
-pub fn render_status(s: &Status) -> String {
+pub fn render_status(s: &model::Status) -> String {
     let mut out = String::new();
     out.push_str(&format!("mode:        {}", s.mode));
     if let Some(r) = s.panic_remaining_seconds {
@@ -174,9 +119,14 @@ pub fn render_status(s: &Status) -> String {
     out.trim_end().to_owned()
 }
 
-pub fn status(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
+pub fn status(pin_dir: &Path, socket: &Path, json: bool) -> anyhow::Result<()> {
+    if let Some(r) = via_api(socket, hyper::Method::GET, "/v1/status", None) {
+        let s: model::Status = serde_json::from_value(r?)?;
+        print(json, &s, render_status);
+        return Ok(());
+    }
     let maps = open(pin_dir)?;
-    let s = status_of(&maps)?;
+    let s = ops::status(&maps, Vec::new())?;
     print(json, &s, render_status);
     Ok(())
 }
@@ -217,16 +167,7 @@ pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result
                     .into());
                 }
             }
-            let now = clock::monotonic_ns();
-            let s = maps.update_settings(|s| {
-                if !panic_active(s, now) {
-                    if s.mode != Mode::Panic as u32 {
-                        s.saved_mode = s.mode;
-                    }
-                    s.mode = Mode::Panic as u32;
-                }
-                s.panic_until_ns = ttl.map_or(0, clock::deadline_ns);
-            })?;
+            let s = ops::panic_on(&mut maps, ttl)?;
             let out = ModeChange {
                 mode: "panic",
                 panic_until_seconds: ttl.map(|d| d.as_secs()),
@@ -239,12 +180,7 @@ pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result
             });
         }
         PanicAction::Off => {
-            let s = maps.update_settings(|s| {
-                if s.mode == Mode::Panic as u32 {
-                    s.mode = s.saved_mode;
-                }
-                s.panic_until_ns = 0;
-            })?;
+            let s = ops::panic_off(&mut maps)?;
             let out = ModeChange {
                 mode: mode_name(s.mode),
                 panic_until_seconds: None,
@@ -257,19 +193,19 @@ pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result
     Ok(())
 }
 
-pub fn mode(pin_dir: &Path, mode: ModeArg, json: bool) -> anyhow::Result<()> {
+pub fn mode(pin_dir: &Path, socket: &Path, mode: ModeArg, json: bool) -> anyhow::Result<()> {
+    let body = serde_json::json!({"mode": mode.as_str()});
+    if let Some(r) = via_api(socket, hyper::Method::PUT, "/v1/mode", Some(body)) {
+        let m: model::ModeState = serde_json::from_value(r?)?;
+        print(json, &m, |o| format!("mode: {}", o.mode));
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
     let m = match mode {
         ModeArg::Monitor => Mode::Monitor,
         ModeArg::Enforce => Mode::Enforce,
     };
-    let now = clock::monotonic_ns();
-    let s = maps.update_settings(|s| {
-        s.saved_mode = m as u32;
-        if !panic_active(s, now) {
-            s.mode = m as u32;
-        }
-    })?;
+    let s = ops::set_mode(&mut maps, m)?;
     let out = ModeChange {
         mode: mode_name(s.mode),
         panic_until_seconds: None,
@@ -294,18 +230,30 @@ struct BanOut {
     banned: bool,
 }
 
-pub fn ban(pin_dir: &Path, t: &str, ttl: &str, json: bool) -> anyhow::Result<()> {
+pub fn ban(
+    pin_dir: &Path,
+    socket: &Path,
+    t: &str,
+    ttl_text: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let net = target(t)?;
-    let ttl = parse_ttl(ttl)?;
+    let ttl = parse_ttl(ttl_text)?;
+    let body = serde_json::json!({"target": net.to_string(), "ttl": ttl_text});
+    if let Some(r) = via_api(socket, hyper::Method::POST, "/v1/bans", Some(body)) {
+        r?;
+        let out = BanOut {
+            target: net.to_string(),
+            ttl_seconds: Some(ttl.as_secs()),
+            banned: true,
+        };
+        print(json, &out, |o| {
+            format!("banned {} for {}s", o.target, ttl.as_secs())
+        });
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
-    let deadline = clock::deadline_ns(ttl);
-    // Several bans on one prefix: the longest wins.
-    let current = maps
-        .ban_entries()
-        .into_iter()
-        .find(|(n, _)| *n == net)
-        .map(|(_, e)| e);
-    maps.ban_set(net, deadline.max(current.unwrap_or(0)))?;
+    ops::ban(&mut maps, net, ttl)?;
     let out = BanOut {
         target: net.to_string(),
         ttl_seconds: Some(ttl.as_secs()),
@@ -317,8 +265,19 @@ pub fn ban(pin_dir: &Path, t: &str, ttl: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn unban(pin_dir: &Path, t: &str, json: bool) -> anyhow::Result<()> {
+pub fn unban(pin_dir: &Path, socket: &Path, t: &str, json: bool) -> anyhow::Result<()> {
     let net = target(t)?;
+    let path = format!("/v1/bans?target={}", net.to_string().replace('/', "%2F"));
+    if let Some(r) = via_api(socket, hyper::Method::DELETE, &path, None) {
+        r?;
+        let out = BanOut {
+            target: net.to_string(),
+            ttl_seconds: None,
+            banned: false,
+        };
+        print(json, &out, |o| format!("unbanned {}", o.target));
+        return Ok(());
+    }
     let mut maps = open(pin_dir)?;
     maps.ban_clear(net)?;
     let out = BanOut {
@@ -429,4 +388,15 @@ mod tests {
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("soon").is_err());
     }
+}
+
+/// Adds (or removes) a run-time allow entry in the list the agent re-applies on reload.
+pub fn remember_runtime_allow(pin_dir: &Path, net: IpNet, add: bool) -> anyhow::Result<()> {
+    let mut set = read_runtime_allow(pin_dir);
+    if add {
+        set.insert(net);
+    } else {
+        set.remove(&net);
+    }
+    write_runtime_allow(pin_dir, &set)
 }

@@ -3,6 +3,7 @@
 
 pub mod edge;
 pub mod output;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,10 @@ pub struct Cli {
     /// bpffs directory holding the pinned maps and links.
     #[arg(long, global = true, env = "WAF_PIN_DIR", default_value = crate::config::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// The running agent's admin API socket. Edge commands go through it when the agent
+    /// runs, and write the pinned maps directly when it does not.
+    #[arg(long, global = true, env = "WAF_API_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +79,20 @@ pub enum Command {
     },
     /// Detach the program from every interface and remove all pins.
     Detach,
+    /// Security events from the running agent.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+    /// Live drops by reason and the busiest sources, refreshing in the terminal.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
     /// Shell completions and the man page.
     #[command(hide = true)]
     Generate {
@@ -124,6 +143,16 @@ pub enum AllowAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Print events as they happen (JSON lines with --json, else one line each).
+    Tail {
+        /// Stop after this many events.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Check a configuration file and print every problem with its path.
     Check { file: PathBuf },
@@ -133,8 +162,12 @@ pub enum ConfigAction {
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+    },
     Man,
+    /// The admin API's OpenAPI document.
+    Openapi,
 }
 
 impl ModeArg {
@@ -164,4 +197,60 @@ pub fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         .into()),
     }
+}
+
+/// `waf-agent events tail`: follows the running agent's event stream.
+pub fn events_tail(socket: &std::path::Path, json: bool, count: Option<u64>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut seen = 0u64;
+    let mut pending = Vec::new();
+    let result = rt.block_on(crate::api::client::stream(socket, "/v1/events", |chunk| {
+        pending.extend_from_slice(chunk);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            if count.is_some_and(|c| seen >= c) {
+                return;
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+            let out = if json { text } else { human_event(&text) };
+            let _ = writeln!(std::io::stdout(), "{out}");
+            let _ = std::io::stdout().flush();
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                std::process::exit(exit::OK);
+            }
+        }
+    }));
+    match result {
+        Err(crate::api::client::ClientError::NotRunning { path }) => Err(edge::Exit {
+            code: exit::NOT_RUNNING,
+            message: format!("the agent is not running (no API at {path})"),
+        }
+        .into()),
+        other => other.map_err(Into::into),
+    }
+}
+
+fn human_event(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    let e = &v["event"];
+    let field = |k: &str| e[k].as_str().map(str::to_owned);
+    let mut parts = vec![
+        v["timestamp"].as_str().unwrap_or("-").to_owned(),
+        e["type"].as_str().unwrap_or("?").to_owned(),
+    ];
+    for k in ["code", "severity", "client_ip", "rule_id", "action", "path"] {
+        if let Some(x) = field(k) {
+            parts.push(format!("{k}={x}"));
+        }
+    }
+    if let Some(d) = e.get("details").filter(|d| !d.is_null()) {
+        parts.push(d.to_string());
+    }
+    parts.join(" ")
 }

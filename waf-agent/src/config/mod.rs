@@ -4,12 +4,16 @@
 
 pub mod env;
 pub mod raw;
+pub mod siem;
 
 use std::{fmt, net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 
-use self::raw::{RawConfig, RawFeedSource, RawRateLimiting, RawRules};
+use self::{
+    raw::{RawConfig, RawFeedSource, RawRateLimiting, RawRules},
+    siem::{MetricsConfig, SiemConfig},
+};
 
 /// The configuration the agent starts with when no file is given. The same file is installed
 /// as `/etc/waf-agent/agent.yaml`.
@@ -192,6 +196,25 @@ pub struct Config {
     pub log_level: String,
     pub log_json: bool,
     pub siem_endpoint: Option<String>,
+    /// Event sinks, including the one `PLEXICHAT_SIEM_ENDPOINT` names.
+    pub siem: SiemConfig,
+    pub metrics: MetricsConfig,
+    pub api: ApiConfig,
+    /// Playbook file; `None` runs the guide's default playbook.
+    pub playbooks: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub socket: PathBuf,
+    pub tcp: Option<ApiTcp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTcp {
+    pub listen: std::net::SocketAddr,
+    pub write_token_env: String,
+    pub read_token_env: Option<String>,
 }
 
 impl Config {
@@ -638,7 +661,55 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         }
     };
 
+    let state_dir = PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+    let siem = siem::validate_siem(
+        &raw.siem,
+        extra.siem_endpoint.as_deref(),
+        &state_dir,
+        problems,
+    );
+    let metrics = siem::validate_metrics(&raw.metrics, problems);
+    let tcp = raw.api.tcp.as_ref().and_then(|t| match t.listen.parse() {
+        Ok(listen) => Some(ApiTcp {
+            listen,
+            write_token_env: t.write_token_env.clone(),
+            read_token_env: t.read_token_env.clone(),
+        }),
+        Err(_) => {
+            problem(
+                problems,
+                "api.tcp.listen",
+                format!("{:?} is not an address:port", t.listen),
+            );
+            None
+        }
+    });
+    let api = ApiConfig {
+        socket: PathBuf::from(
+            raw.api
+                .socket
+                .as_deref()
+                .unwrap_or(crate::api::DEFAULT_SOCKET),
+        ),
+        tcp,
+    };
+    if let Some(p) = &raw.playbooks {
+        match std::fs::read_to_string(p) {
+            Ok(text) => {
+                if let Err(ps) = crate::playbooks::config::parse(&text) {
+                    for mut q in ps {
+                        q.path = format!("playbooks({p}).{}", q.path);
+                        problems.push(q);
+                    }
+                }
+            }
+            Err(e) => problem(problems, "playbooks", format!("cannot read {p}: {e}")),
+        }
+    }
+
     Config {
+        api,
+        playbooks: raw.playbooks.as_ref().map(PathBuf::from),
         enabled: raw.waf.enabled,
         mode,
         edge,
@@ -647,7 +718,7 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         rate_limits,
         max_body_bytes,
         max_file_size_bytes,
-        state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
+        state_dir,
         error_codes_path: extra.error_codes_path.map(PathBuf::from),
         request_id_header: extra
             .request_id_header
@@ -655,6 +726,8 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
         log_level,
         log_json,
         siem_endpoint: extra.siem_endpoint,
+        siem,
+        metrics,
     }
 }
 

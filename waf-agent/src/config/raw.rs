@@ -18,6 +18,38 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     #[serde(default)]
     pub logging: RawLogging,
+    /// Where security events are forwarded.
+    #[serde(default)]
+    pub siem: RawSiem,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub api: RawApi,
+    /// Playbook file; the guide's default playbook when omitted.
+    #[serde(default)]
+    pub playbooks: Option<String>,
+}
+
+/// `api:` the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Unix socket, mode 0600 (default /run/waf-agent/api.sock).
+    #[serde(default)]
+    pub socket: Option<String>,
+    #[serde(default)]
+    pub tcp: Option<RawApiTcp>,
+}
+
+/// An optional TCP listener; tokens come from environment variables, never the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiTcp {
+    pub listen: String,
+    pub write_token_env: String,
+    #[serde(default)]
+    pub read_token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +286,82 @@ pub struct RawLogging {
     /// `plain` | `json`.
     #[serde(default)]
     pub format: Option<String>,
+}
+
+/// `siem:` the security event stream and where it goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSiem {
+    /// Events held in memory between the emitters and the forwarder.
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    /// Seconds over which NIC drops are summed into one event per source and reason.
+    #[serde(default)]
+    pub edge_drop_interval_seconds: Option<u64>,
+    #[serde(default)]
+    pub sinks: Vec<RawSink>,
+}
+
+/// One destination of the event stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// Names the sink in metrics and its spool directory; defaults to the type.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `stdout` | `file` | `webhook` | `splunk_hec` | `elasticsearch` | `syslog_udp` |
+    /// `syslog_tcp`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `host:port` for syslog.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub index: Option<String>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    #[serde(default)]
+    pub flush_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub spool_dir: Option<String>,
+    #[serde(default)]
+    pub spool_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub retry_initial_ms: Option<u64>,
+    #[serde(default)]
+    pub retry_max_ms: Option<u64>,
+}
+
+/// `metrics:` the Prometheus endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `address:port` to serve `/metrics` on.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// How many offending sources `waf_top_offender_blocks` keeps.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            enabled: true,
+            listen: None,
+            top_k: None,
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -26,14 +26,7 @@ pub trait Edge {
 
 impl Edge for EdgeMaps {
     fn ban(&mut self, source: IpNet, ttl: Duration) -> Result<(), MapsError> {
-        let deadline = clock::deadline_ns(ttl);
-        // Several bans on one address: the longest wins.
-        let current = self
-            .ban_entries()
-            .into_iter()
-            .find(|(n, _)| *n == source)
-            .map_or(0, |(_, e)| e);
-        self.ban_set(source, deadline.max(current))
+        crate::xdp::ops::ban(self, source, ttl)
     }
 
     fn throttle(

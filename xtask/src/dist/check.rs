@@ -24,6 +24,7 @@ const FILES: &[&str] = &[
     "usr/bin/waf-agent",
     "etc/waf-agent/agent.yaml",
     "etc/waf-agent/playbooks.yaml",
+    "etc/waf-agent/error_codes.yaml",
     "usr/lib/systemd/system/waf-agent.service",
     "usr/share/bash-completion/completions/waf-agent",
     "usr/share/zsh/vendor-completions/_waf-agent",
@@ -32,7 +33,11 @@ const FILES: &[&str] = &[
     "usr/share/doc/waf-agent/copyright",
     "usr/share/doc/waf-agent/install.md",
 ];
-const CONFFILES: &[&str] = &["/etc/waf-agent/agent.yaml", "/etc/waf-agent/playbooks.yaml"];
+const CONFFILES: &[&str] = &[
+    "/etc/waf-agent/agent.yaml",
+    "/etc/waf-agent/playbooks.yaml",
+    "/etc/waf-agent/error_codes.yaml",
+];
 
 pub fn run(ws: &Workspace, deb: &Path) -> Result<()> {
     cmd::require_root("the package test (debootstrap and chroot)")?;

@@ -1,0 +1,335 @@
+//! The control plane on a running agent: the admin API's guards, socket permissions, and
+//! reloads that must keep the running configuration when the new one is bad.
+
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf, process::Command, time::Duration};
+
+use waf_tests::{
+    agent::{cli, socket_for, Agent},
+    lab::Lab,
+};
+
+struct Case {
+    lab: Lab,
+    pin_dir: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Case {
+    fn new(net: u8, config: &str) -> Case {
+        let lab = Lab::new(net, &[]);
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-control-"));
+        let dir = std::env::temp_dir().join(waf_tests::unique("waf-control-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("agent.yaml");
+        std::fs::write(&path, config.replace("IFACE", &lab.host_if)).expect("write config");
+        Case {
+            lab,
+            pin_dir,
+            dir,
+            config: path,
+        }
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = waf_agent::xdp::loader::detach_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `curl` from the host namespace: (status code, body).
+fn curl(lab: &Lab, args: &[&str]) -> (u16, String) {
+    let out = lab
+        .in_host(&[
+            "curl",
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+const TCP_CONFIG: &str = r#"
+waf:
+  mode: blocking
+edge:
+  interfaces: [IFACE]
+api:
+  tcp:
+    listen: "127.0.0.1:18088"
+    write_token_env: WAF_TEST_RW
+    read_token_env: WAF_TEST_RO
+"#;
+
+#[test]
+fn tcp_api_needs_a_token_and_a_read_only_token_cannot_write() {
+    let case = Case::new(50, TCP_CONFIG);
+    std::env::set_var("WAF_TEST_RW", "rw-secret");
+    std::env::set_var("WAF_TEST_RO", "ro-secret");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    agent.wait_for_log("admin API listening on TCP", Duration::from_secs(10));
+    let url = "http://127.0.0.1:18088/v1/status";
+    let bans = "http://127.0.0.1:18088/v1/bans";
+    let (code, _) = curl(&case.lab, &[url]);
+    assert_eq!(code, 401, "no token");
+    let (code, _) = curl(&case.lab, &["-H", "Authorization: Bearer wrong", url]);
+    assert_eq!(code, 401, "wrong token");
+    let (code, body) = curl(&case.lab, &["-H", "Authorization: Bearer ro-secret", url]);
+    assert_eq!(code, 200, "read-only token reads: {body}");
+    let post = [
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"target":"198.18.50.9","ttl":"5m"}"#,
+    ];
+    let (code, body) = curl(
+        &case.lab,
+        &[
+            &["-H", "Authorization: Bearer ro-secret"][..],
+            &post,
+            &[bans],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 403, "read-only token writing: {body}");
+    assert!(body.contains("AUTH-2003"), "{body}");
+    let (code, body) = curl(
+        &case.lab,
+        &[
+            &["-H", "Authorization: Bearer rw-secret"][..],
+            &post,
+            &[bans],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 200, "read-write token writes: {body}");
+    let (_, body) = curl(&case.lab, &["-H", "Authorization: Bearer ro-secret", bans]);
+    assert!(body.contains("198.18.50.9/32"), "the ban is listed: {body}");
+    let (code, body) = curl(
+        &case.lab,
+        &[
+            "-H",
+            "Authorization: Bearer ro-secret",
+            "http://127.0.0.1:18088/openapi.json",
+        ],
+    );
+    assert_eq!(code, 200);
+    assert!(body.contains("\"/v1/panic\""), "OpenAPI served");
+    for page in ["docs", "redoc"] {
+        let (code, body) = curl(
+            &case.lab,
+            &[
+                "-H",
+                "Authorization: Bearer ro-secret",
+                &format!("http://127.0.0.1:18088/{page}"),
+            ],
+        );
+        assert_eq!(code, 200, "/{page}");
+        assert!(
+            body.contains("/openapi.json"),
+            "/{page} renders the document"
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn unix_socket_is_owner_only_and_the_cli_goes_through_it() {
+    let case = Case::new(51, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let socket = socket_for(&case.pin_dir);
+    let meta = std::fs::metadata(&socket).expect("socket exists");
+    assert_eq!(meta.mode() & 0o777, 0o600, "socket mode");
+    assert_eq!(meta.uid(), 0, "socket owner");
+    let (code, out, err) = cli(
+        &case.lab,
+        &case.pin_dir,
+        &["ban", "198.18.51.7", "--ttl", "10m"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, body) = curl(
+        &case.lab,
+        &[
+            "--unix-socket",
+            socket.to_str().expect("path"),
+            "http://localhost/v1/bans",
+        ],
+    );
+    assert!(body.contains("198.18.51.7/32"), "{body}");
+    let (code, _, _) = cli(&case.lab, &case.pin_dir, &["unban", "198.18.51.7"]);
+    assert_eq!(code, 0);
+    let (_, body) = curl(
+        &case.lab,
+        &[
+            "--unix-socket",
+            socket.to_str().expect("path"),
+            "http://localhost/v1/bans",
+        ],
+    );
+    assert_eq!(body.trim(), "[]");
+    agent.stop();
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn reload_with_a_broken_config_keeps_the_running_one() {
+    let good = "waf:\n  mode: blocking\n  ip_reputation:\n    deny_list: [\"198.18.52.3\"]\nedge:\n  interfaces: [IFACE]\n";
+    let case = Case::new(52, good);
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let socket = socket_for(&case.pin_dir);
+    let sock = socket.to_str().expect("path");
+    std::fs::write(&case.config, "waf:\n  mode: blocking\n  ip_reputation:\n    deny_list: [\"not-an-address\"]\n  bogus: 1\n").expect("write");
+    let (code, body) = curl(
+        &case.lab,
+        &[
+            "--unix-socket",
+            sock,
+            "-X",
+            "POST",
+            "http://localhost/v1/config/reload",
+        ],
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["applied"], false, "{body}");
+    assert!(body.contains("bogus"), "the reasons are given: {body}");
+    // SIGHUP takes the same path.
+    Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    agent.wait_for_log("configuration rejected", Duration::from_secs(5));
+    let (_, status, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(v["mode"], "enforce");
+    let deny = v["maps"]
+        .as_array()
+        .expect("maps")
+        .iter()
+        .find(|m| m["map"] == "DENY_V4")
+        .expect("DENY_V4");
+    assert_eq!(deny["entries"], 1, "the running deny list stays");
+
+    // A good file is applied as a whole.
+    std::fs::write(
+        &case.config,
+        good.replace("blocking", "monitor").replace("52.3", "52.4"),
+    )
+    .expect("write");
+    let (_, body) = curl(
+        &case.lab,
+        &[
+            "--unix-socket",
+            sock,
+            "-X",
+            "POST",
+            "http://localhost/v1/config/reload",
+        ],
+    );
+    assert!(body.contains("\"applied\":true"), "{body}");
+    let (_, status, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(v["mode"], "monitor");
+    agent.stop();
+}
+
+#[test]
+fn events_tail_shows_a_mode_change_made_through_the_cli() {
+    let case = Case::new(53, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let tail = case
+        .lab
+        .in_host(&[
+            waf_tests::agent::binary().to_str().expect("path"),
+            "--socket",
+        ])
+        .arg(socket_for(&case.pin_dir))
+        .args(["--json", "events", "tail", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events tail");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["mode", "monitor"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = tail.wait_with_output().expect("tail output");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
+    assert_eq!(v["event"]["type"], "mode.changed", "{line}");
+    assert_eq!(v["event"]["details"]["to"], "monitor", "{line}");
+    agent.stop();
+}
+
+#[test]
+fn running_agent_exports_kernel_counters_and_map_fill_as_metrics() {
+    let config = "waf:\n  mode: blocking\n  ip_reputation:\n    deny_list: [\"198.18.54.3\"]\nedge:\n  interfaces: [IFACE]\nmetrics:\n  listen: 127.0.0.1:9464\n";
+    let case = Case::new(54, config);
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    assert_eq!(case.lab.ping("198.18.54.2", "198.18.54.1", 3, "0.1"), 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = curl(&case.lab, &["http://127.0.0.1:9464/metrics"]);
+    assert_eq!(code, 200);
+    let iface = &case.lab.host_if;
+    let line = body
+        .lines()
+        .find(|l| {
+            l.starts_with("waf_edge_packets_total{")
+                && l.contains("verdict=\"pass\"")
+                && l.contains("reason=\"clean\"")
+                && l.contains(&format!("interface=\"{iface}\""))
+        })
+        .unwrap_or_else(|| panic!("no pass/clean series for {iface}:\n{body}"));
+    let value: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!(value >= 3.0, "{line}");
+    assert!(
+        body.lines().any(|l| l.starts_with("waf_edge_map_entries{")
+            && l.contains("map=\"DENY_V4\"")
+            && l.ends_with(" 1")),
+        "deny map fill exported:\n{body}"
+    );
+    assert!(body
+        .lines()
+        .any(|l| l.starts_with("waf_edge_map_capacity{") && l.contains("map=\"DENY_V4\"")));
+    agent.stop();
+}
