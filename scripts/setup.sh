@@ -19,7 +19,7 @@ packages=(
     xdp-tools nftables
     nginx libnginx-mod-http-modsecurity modsecurity-crs
     wrk qemu-system-x86 cpio busybox-static
-    file binutils util-linux debootstrap systemd dpkg-dev
+    file binutils util-linux curl debootstrap systemd dpkg-dev
     pkg-config libssl-dev
 )
 missing=()

@@ -28,7 +28,8 @@ struct HostTool {
 
 /// Busybox's `ip` lacks `netns`, `veth` and XDP, and busybox's `nsenter` runs its own `ip`
 /// applet rather than the one on PATH, so the guest gets the host's. The suite installs a
-/// foreign XDP program with `xdp-filter`, which loads its BPF objects from a directory.
+/// foreign XDP program with `xdp-filter`, which loads its BPF objects from a directory, and
+/// talks to the agent's admin API and metrics endpoint with `curl`.
 const HOST_TOOLS: &[HostTool] = &[
     HostTool {
         name: "ip",
@@ -38,6 +39,11 @@ const HOST_TOOLS: &[HostTool] = &[
     HostTool {
         name: "nsenter",
         package: "util-linux",
+        data: &[],
+    },
+    HostTool {
+        name: "curl",
+        package: "curl",
         data: &[],
     },
     HostTool {
