@@ -11,13 +11,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: LLVM 22 for bpf-linker (it must match the nightly's LLVM major), the
-# kernel-test and lab tools, and the peers the benchmarks and evaluations compare against.
+# kernel-test, VM-test, packaging and lab tools, and the peers the benchmarks and
+# evaluations compare against.
 packages=(
     llvm-22-dev libpolly-22-dev clang
     iproute2 iputils-ping ethtool bpftool
     xdp-tools nftables
     nginx libnginx-mod-http-modsecurity modsecurity-crs
     wrk qemu-system-x86 cpio busybox-static
+    file binutils util-linux curl debootstrap systemd dpkg-dev
     pkg-config libssl-dev
 )
 missing=()
@@ -49,6 +51,14 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version >/dev/null 
         cargo install --locked bpf-linker --no-default-features --features llvm-22
 else
     log "bpf-linker present ($(bpf-linker --version))"
+fi
+
+# `cargo xtask dist` packages with cargo-deb.
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb"
+    cargo install --locked cargo-deb --version 3.8.0
+else
+    log "cargo-deb present ($(cargo deb --version))"
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

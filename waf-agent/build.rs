@@ -5,6 +5,9 @@
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=../waf-ebpf/src");
     println!("cargo:rerun-if-changed=../waf-common/src");
+    // Without this a build with the object and one without share a fingerprint, and a
+    // shared target directory hands out whichever ran first.
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
     if skip {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("waf-ebpf");

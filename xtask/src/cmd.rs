@@ -32,6 +32,24 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cmd` with stderr on the terminal (progress stays visible) and returns its stdout.
+pub fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
+    String::from_utf8(stdout_bytes(cmd)?).context("output is not UTF-8")
+}
+
+/// Like [`stdout`], for binary output.
+pub fn stdout_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
+    let line = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !out.status.success() {
+        bail!("{line} failed: {}", out.status);
+    }
+    Ok(out.stdout)
+}
+
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

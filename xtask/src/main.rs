@@ -5,11 +5,14 @@ mod bench_proxy;
 mod cmd;
 mod corpus;
 mod demo;
+mod dist;
 mod loopback;
 mod modsec;
 mod openapi;
 mod test;
+mod vm_test;
 mod waf_eval;
+mod workspace;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,10 @@ struct Cli {
 enum Command {
     /// Build the XDP object and run every test, the kernel-level ones included (root).
     Test(test::Args),
+    /// Boot kernels in QEMU and run the kernel-level test suite inside each.
+    VmTest(vm_test::Args),
+    /// Build the Debian package; `--check` installs and checks it in a clean root (root).
+    Dist(dist::Args),
     /// Build a namespace lab, run the agent on it, send traffic and show the verdicts (root).
     Demo(demo::Args),
     /// Write the admin API's OpenAPI document to docs/_generated/openapi.json.
@@ -52,6 +59,8 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(&args),
+        Command::VmTest(args) => vm_test::run(args),
+        Command::Dist(args) => dist::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Openapi => openapi::run(),
         Command::UdpFlood(args) => demo::udp_flood(&args),

@@ -1,5 +1,7 @@
 //! `cargo xtask test`: every test. The host crates' tests first, then the kernel-level suite
-//! (`waf-tests`) one test at a time, because its tests attach programs and create namespaces.
+//! (`waf-tests`) one test at a time, because its tests attach programs and create namespaces,
+//! then the same suite again on Debian's 6.1 kernel in a VM (`vm-test`), then the Debian
+//! package installed and checked in a clean root (`dist --check`).
 
 use anyhow::Context as _;
 
@@ -10,6 +12,9 @@ pub struct Args {
     /// Only the host crates' tests (no root needed).
     #[arg(long)]
     unit_only: bool,
+    /// Skip the VM run on Debian's 6.1 kernel and the package check.
+    #[arg(long)]
+    quick: bool,
     /// Extra arguments for the test binaries (a test name filter, for example).
     #[arg(last = true)]
     filter: Vec<String>,
@@ -45,5 +50,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .env("WAF_AGENT_BIN", bin),
     )
     .context("kernel-level tests")?;
+    if args.quick || !args.filter.is_empty() {
+        return Ok(());
+    }
+    let me = std::env::current_exe().context("locating xtask")?;
+    cmd::run(std::process::Command::new(&me).arg("vm-test"))
+        .context("the kernel-level suite on Debian's 6.1 kernel")?;
+    cmd::run(std::process::Command::new(&me).args(["dist", "--check"]))
+        .context("the Debian package check")?;
     Ok(())
 }

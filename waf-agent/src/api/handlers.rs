@@ -197,8 +197,10 @@ pub async fn remove_ban(State(c): State<Control>, Query(q): Query<TargetQuery>) 
         .unban(net);
     // A ban written to the maps while the agent was down is not in the book.
     crate::xdp::lock(&c.maps).ban_clear(net)?;
-    c.events
-        .emit(crate::events::SecurityEvent::edge_unban(&net.to_string(), "manual"));
+    c.events.emit(crate::events::SecurityEvent::edge_unban(
+        &net.to_string(),
+        "manual",
+    ));
     Ok(Json(Target {
         target: net.to_string(),
     }))
