@@ -73,7 +73,9 @@ fn reload(
     };
     new.edge.pin_dir = pin_dir.to_owned();
     new.edge.interfaces = interfaces.to_vec();
-    let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new);
+    // The operator's run-time mode stays unless the file's mode itself changed.
+    let keep_mode = current.read().is_ok_and(|c| c.edge.mode == new.edge.mode);
+    let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new, keep_mode);
     let delta = applied.map(|_| {
         let mut engine = reputation
             .lock()
@@ -169,11 +171,15 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     }
     .map_err(|ps| anyhow::anyhow!("playbooks refused: {ps:?}"))?;
 
+    let _instance = instance_lock(&pin_dir)?;
+    let api_listeners = bind_api(&config.api)?;
     let mut loaded =
         loader::load(OBJECT, &pin_dir, &config.edge.capacity).context("loading the XDP program")?;
     info!(xdp.pin_dir = %pin_dir.display(), xdp.adopted = loaded.adopted_maps, "XDP program loaded");
     let mut maps = EdgeMaps::open(&pin_dir)?;
-    let settings = apply::apply_settings(&mut maps, &config)?;
+    // Pins from an earlier run carry the operator's mode; a fresh set takes the file's.
+    let keep_mode = loaded.adopted_maps && maps.settings()?.layout_version != 0;
+    let settings = apply::apply_settings(&mut maps, &config, keep_mode)?;
     let maps: SharedMaps = Arc::new(std::sync::Mutex::new(maps));
     let (feed_tx, feed_rx) = mpsc::channel::<FeedEvent>(1024);
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
@@ -264,7 +270,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         reputation: reputation.clone(),
         feeds: feeds_handle,
     };
-    spawn_api(control, &api_config)?;
+    spawn_api(control, &api_config, api_listeners);
 
     let (blocked_tx, blocked_rx) = mpsc::channel::<Blocked>(4096);
     spawn_playbooks(
@@ -331,38 +337,92 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     Ok(())
 }
 
-fn spawn_api(control: Control, api: &crate::config::ApiConfig) -> anyhow::Result<()> {
-    let socket = api.socket.clone();
-    let c = control.clone();
-    tokio::spawn(async move {
-        if let Err(e) = api::serve_unix(c, &socket).await {
-            warn!(error = %e, "admin API on the unix socket stopped");
+/// The admin API's listeners, bound before anything touches the kernel so that a taken
+/// socket or a missing token stops the start cleanly.
+struct ApiListeners {
+    unix: tokio::net::UnixListener,
+    tcp: Option<(
+        tokio::net::TcpListener,
+        api::auth::Tokens,
+        std::net::SocketAddr,
+    )>,
+}
+
+fn bind_api(api: &crate::config::ApiConfig) -> anyhow::Result<ApiListeners> {
+    let tcp = match &api.tcp {
+        None => None,
+        Some(tcp) => {
+            let token = |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+            };
+            let write = token(&tcp.write_token_env).with_context(|| {
+                format!(
+                    "api.tcp needs a non-empty token in ${}",
+                    tcp.write_token_env
+                )
+            })?;
+            let read = match &tcp.read_token_env {
+                Some(name) => Some(token(name).with_context(|| {
+                    format!("api.tcp.read_token_env names ${name}, which is unset or empty")
+                })?),
+                None => None,
+            };
+            let std_listener = std::net::TcpListener::bind(tcp.listen)
+                .with_context(|| format!("binding the admin API to {}", tcp.listen))?;
+            std_listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(std_listener)?;
+            Some((
+                listener,
+                api::auth::Tokens {
+                    read_only: read,
+                    read_write: write,
+                },
+                tcp.listen,
+            ))
         }
-    });
+    };
+    let unix = api::bind_unix(&api.socket).context("the admin API socket")?;
+    Ok(ApiListeners { unix, tcp })
+}
+
+fn spawn_api(control: Control, api: &crate::config::ApiConfig, listeners: ApiListeners) {
+    tokio::spawn(api::serve_unix_listener(control.clone(), listeners.unix));
     info!(api.socket = %api.socket.display(), "admin API listening");
-    if let Some(tcp) = &api.tcp {
-        let write = std::env::var(&tcp.write_token_env)
-            .with_context(|| format!("api.tcp needs the token in ${}", tcp.write_token_env))?;
-        let read = tcp
-            .read_token_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok());
-        let std_listener = std::net::TcpListener::bind(tcp.listen)
-            .with_context(|| format!("binding the admin API to {}", tcp.listen))?;
-        std_listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let tokens = api::auth::Tokens {
-            read_only: read,
-            read_write: write,
-        };
+    if let Some((listener, tokens, addr)) = listeners.tcp {
         tokio::spawn(async move {
             if let Err(e) = api::serve_tcp(control, listener, tokens).await {
                 warn!(error = %e, "admin API on TCP stopped");
             }
         });
-        info!(api.listen = %tcp.listen, "admin API listening on TCP (bearer tokens required)");
+        info!(api.listen = %addr, "admin API listening on TCP (bearer tokens required)");
     }
-    Ok(())
+}
+
+/// Holds an exclusive lock for the life of the agent, so that two agents never share a pin
+/// directory (they would fight over mode, maps and the event ring).
+fn instance_lock(pin_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let name = pin_dir.to_string_lossy().replace('/', "_");
+    let path = PathBuf::from("/run").join(format!("waf-agent{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "another waf-agent is running with the pin directory {} (lock {})",
+            pin_dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Turns each proxy decision into a security event and metrics, and hands blocks to the

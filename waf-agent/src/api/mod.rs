@@ -7,6 +7,7 @@ pub mod client;
 pub mod docs;
 pub mod handlers;
 pub mod model;
+pub mod serve;
 
 use std::{
     net::IpAddr,
@@ -61,14 +62,27 @@ pub fn router(control: Control) -> Router {
 
 /// Serves the API on a unix socket only root can use.
 pub async fn serve_unix(control: Control, path: &Path) -> Result<(), ApiError> {
+    let listener = bind_unix(path)?;
+    serve_unix_listener(control, listener).await;
+    Ok(())
+}
+
+/// Binds the unix socket, mode 0600 from its first moment. Refuses a path that is not a
+/// socket, and a socket another agent still serves.
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ApiError::SocketDir {
             path: dir.to_owned(),
             source,
         })?;
     }
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).map_err(|source| ApiError::Listen {
+    remove_stale_socket(path)?;
+    // SAFETY: umask only swaps the process's file-creation mask; it is restored below.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|source| ApiError::Listen {
         addr: path.display().to_string(),
         source,
     })?;
@@ -78,12 +92,41 @@ pub async fn serve_unix(control: Control, path: &Path) -> Result<(), ApiError> {
             source,
         }
     })?;
-    axum::serve(listener, router(control))
-        .await
-        .map_err(|source| ApiError::Listen {
-            addr: path.display().to_string(),
-            source,
-        })
+    Ok(listener)
+}
+
+/// Serves the API on a socket bound with `bind_unix`.
+pub async fn serve_unix_listener(control: Control, listener: tokio::net::UnixListener) {
+    serve::serve(router(control), || async {
+        listener.accept().await.map(|(s, _)| s)
+    })
+    .await;
+}
+
+/// Removes a socket left by an earlier agent; refuses to remove anything that is not a
+/// socket, or a socket another agent still answers on.
+fn remove_stale_socket(path: &Path) -> Result<(), ApiError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let listen_err = |source| ApiError::Listen {
+        addr: path.display().to_string(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(listen_err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another agent is serving this socket",
+                )));
+            }
+            std::fs::remove_file(path).map_err(listen_err)
+        }
+        Ok(_) => Err(listen_err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ))),
+    }
 }
 
 /// Serves the API over TCP; every request needs a bearer token.
@@ -92,15 +135,10 @@ pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     tokens: auth::Tokens,
 ) -> Result<(), ApiError> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
     let app = router(control).layer(axum::middleware::from_fn_with_state(
         Arc::new(tokens),
         auth::require_token,
     ));
-    axum::serve(listener, app)
-        .await
-        .map_err(|source| ApiError::Listen { addr, source })
+    serve::serve(app, || async { listener.accept().await.map(|(s, _)| s) }).await;
+    Ok(())
 }

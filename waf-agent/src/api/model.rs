@@ -87,6 +87,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BanRequest {
     /// Address or CIDR, IPv4 or IPv6.
     pub target: String,
@@ -95,17 +96,20 @@ pub struct BanRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     pub target: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ModeRequest {
     /// `monitor` or `enforce`.
     pub mode: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PanicRequest {
     /// `true` switches panic mode on, `false` off.
     pub on: bool,

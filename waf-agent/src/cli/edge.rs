@@ -29,7 +29,12 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// Calls the running agent's API; `None` when no agent listens on `socket`.
+/// How long the CLI waits for a running agent before acting on the maps itself: an agent
+/// that is stuck must not keep an operator from the panic button or a ban.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Calls the running agent's API; `None` when no agent listens on `socket` or it does not
+/// answer in time.
 pub fn via_api(
     socket: &Path,
     method: hyper::Method,
@@ -43,10 +48,19 @@ pub fn via_api(
         .enable_all()
         .build()
         .ok()?;
-    match rt.block_on(crate::api::client::call(socket, method, path, body)) {
-        Err(crate::api::client::ClientError::NotRunning { .. }) => None,
-        Err(e) => Some(Err(e.into())),
-        Ok(v) => Some(Ok(v)),
+    let call = crate::api::client::call(socket, method, path, body);
+    match rt.block_on(async { tokio::time::timeout(API_TIMEOUT, call).await }) {
+        Err(_) => {
+            eprintln!(
+                "warning: the agent at {} did not answer within {}s; acting on the pinned maps directly",
+                socket.display(),
+                API_TIMEOUT.as_secs()
+            );
+            None
+        }
+        Ok(Err(crate::api::client::ClientError::NotRunning { .. })) => None,
+        Ok(Err(e)) => Some(Err(e.into())),
+        Ok(Ok(v)) => Some(Ok(v)),
     }
 }
 

@@ -301,11 +301,23 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
                 net.trunc()
             ));
         }
-        return Ok(net);
+        return Ok(unmap(net));
     }
     s.parse::<IpAddr>()
-        .map(IpNet::from)
+        .map(|a| unmap(IpNet::from(a)))
         .map_err(|_| format!("{s:?} is not an IPv4/IPv6 address or CIDR prefix"))
+}
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:192.0.2.1`) is the IPv4 prefix it maps: the kernel
+/// sees such sources as IPv4, so only that form can ever match.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 fn nets(list: &[String], path: &str, problems: &mut Vec<Problem>) -> Vec<IpNet> {
@@ -461,6 +473,39 @@ fn validate(raw: RawConfig, extra: env::Extra, problems: &mut Vec<Problem>) -> C
     }
     let allow = nets(&rep.allow_list, "waf.ip_reputation.allow_list", problems);
     let deny = nets(&rep.deny_list, "waf.ip_reputation.deny_list", problems);
+    // A list that cannot fit its map is refused here, not half-applied at run time.
+    let exact = deny
+        .iter()
+        .filter(|n| n.prefix_len() == n.max_prefix_len())
+        .count();
+    for (path, have, room, key) in [
+        (
+            "waf.ip_reputation.allow_list",
+            allow.len(),
+            capacity.allow,
+            "allow",
+        ),
+        (
+            "waf.ip_reputation.deny_list",
+            exact,
+            capacity.deny_exact,
+            "deny_exact",
+        ),
+        (
+            "waf.ip_reputation.deny_list",
+            deny.len() - exact,
+            capacity.deny_net,
+            "deny_net",
+        ),
+    ] {
+        if have > room as usize {
+            problem(
+                problems,
+                path,
+                format!("{have} entries do not fit the map of {room} (edge.capacity.{key})"),
+            );
+        }
+    }
     let mut feeds = Vec::new();
     for (i, f) in rep.feeds.iter().enumerate() {
         let path = format!("waf.ip_reputation.feeds[{i}]");

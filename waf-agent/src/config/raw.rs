@@ -434,8 +434,10 @@ fn yes() -> bool {
     true
 }
 
+/// Monitor, as the guide's deployment checklist advises: a file that names no mode never
+/// starts dropping traffic.
 fn default_mode() -> String {
-    "blocking".to_owned()
+    "monitor".to_owned()
 }
 
 fn default_threshold() -> u32 {

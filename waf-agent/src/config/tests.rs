@@ -311,3 +311,44 @@ waf:
     );
     assert_eq!(geo.deny_countries.into_iter().collect::<Vec<_>>(), ["KP"]);
 }
+
+#[test]
+fn allow_list_longer_than_its_map_is_refused_not_half_applied() {
+    let p = problems(
+        "waf:\n  ip_reputation:\n    allow_list: [\"198.51.100.1\", \"198.51.100.2\", \"198.51.100.3\"]\nedge:\n  capacity: { allow: 2 }\n",
+    );
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].path, "waf.ip_reputation.allow_list");
+    assert!(
+        p[0].message.contains("edge.capacity.allow"),
+        "{}",
+        p[0].message
+    );
+}
+
+#[test]
+fn ipv4_mapped_ipv6_entries_become_the_ipv4_they_map() {
+    assert_eq!(
+        parse_net("::ffff:198.51.100.7")
+            .expect("parses")
+            .to_string(),
+        "198.51.100.7/32"
+    );
+    assert_eq!(
+        parse_net("::ffff:198.51.100.0/120")
+            .expect("parses")
+            .to_string(),
+        "198.51.100.0/24"
+    );
+    assert_eq!(
+        parse_net("2001:db8::1").expect("parses").to_string(),
+        "2001:db8::1/128"
+    );
+}
+
+#[test]
+fn file_without_a_mode_starts_in_monitor() {
+    let c = Config::from_yaml("# nothing but a comment\n", &Overrides::none()).expect("loads");
+    assert_eq!(c.mode, WafMode::Monitor);
+    assert_eq!(c.edge.mode, EdgeMode::Monitor);
+}

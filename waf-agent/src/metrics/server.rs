@@ -44,18 +44,35 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves `/metrics` on `listener` until the task is dropped or the listener fails.
 pub async fn serve(listener: TcpListener, metrics: Metrics) -> Result<(), MetricsServerError> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(metrics.addr = %addr, "serving metrics");
     }
+    // Scrapers are few; a flood of connections waits instead of exhausting descriptors.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, peer) = listener
-            .accept()
-            .await
-            .map_err(MetricsServerError::Accept)?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors or a transient error: wait and go on listening; the
+                // endpoint must outlive a connection flood.
+                tracing::warn!(error = %e, "metrics accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return Err(MetricsServerError::Accept(std::io::Error::other(
+                "connection limit closed",
+            )));
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
                 let response = respond(&metrics, &req);
                 async move { Ok::<_, Infallible>(response) }

@@ -32,11 +32,20 @@ pub fn panic_active(s: &Settings, now_ns: u64) -> bool {
 
 /// Writes the configured mode and rate. A panic switched on by an operator survives the
 /// write: the configured mode becomes the one panic returns to.
-pub fn apply_settings(maps: &mut EdgeMaps, config: &Config) -> Result<Settings, MapsError> {
+///
+/// With `keep_mode`, the mode in the maps stays as it is: an operator's `waf-agent mode`
+/// outlives a restart (adopted pins) and a reload that leaves the file's mode unchanged.
+pub fn apply_settings(
+    maps: &mut EdgeMaps,
+    config: &Config,
+    keep_mode: bool,
+) -> Result<Settings, MapsError> {
     let mode = kernel_mode(config.edge.mode);
     let now = clock::monotonic_ns();
     maps.update_settings(|s| {
-        if panic_active(s, now) {
+        if keep_mode {
+            // Mode and saved mode stay; only the rate and sampling follow the file.
+        } else if panic_active(s, now) {
             s.saved_mode = mode as u32;
         } else {
             s.mode = mode as u32;
