@@ -180,7 +180,16 @@ async fn process(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let view = view(&parts, &body, ctx);
-    let inspection = shared.engine.inspect(&view);
+    // A fault in the engine must neither take the connection down nor let the request
+    // through uninspected: it fails closed.
+    let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.engine.inspect(&view)
+    }));
+    let Ok(inspection) = inspected else {
+        tracing::error!(request.id = %ctx.request_id, "inspection failed; request refused");
+        return Err(Refusal::new(codes::MALFORMED, DecisionAction::Reject)
+            .rule("inspect-fault", "Request could not be inspected"));
+    };
     check_files(shared, &inspection)?;
     let (parts, body) = match inspection.verdict {
         Verdict::Pass => (parts, body),
