@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use super::{
     catalog::{codes, error_body, Catalogue, Details},
+    csrf,
     decision::{Decision, DecisionAction, DecisionSink},
     framing::{FramingIssue, Verdicts},
     identity::{client_ip, header_value, Identity},
@@ -142,6 +143,13 @@ async fn process(
         r.retry_after = Some(e.retry_after);
         return Err(r);
     }
+    if !csrf::allowed(req.method(), req.headers(), &shared.config.csrf_origins) {
+        return Err(Refusal::new(codes::CSRF, DecisionAction::Block)
+            .rule("csrf-origin", "Cross-site request with cookies"));
+    }
+    if is_upgrade(&req) {
+        return upgrade(shared, ctx, req).await;
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -240,6 +248,100 @@ async fn process(
         },
     };
     forward(shared, ctx, parts, body).await
+}
+
+/// An HTTP/1.1 `Upgrade` handshake (WebSocket).
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Inspects the handshake like any request, forwards it, and when the upstream switches
+/// protocols joins the two upgraded connections. Frames after the handshake are not
+/// inspected.
+async fn upgrade(
+    shared: &Shared,
+    ctx: &Ctx,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let client_side = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    let inspection = shared.engine.inspect(&view(&parts, &Bytes::new(), ctx));
+    match inspection.verdict {
+        Verdict::Pass => {}
+        Verdict::Monitor => {
+            decide(
+                shared,
+                ctx,
+                &inspection,
+                DecisionAction::Monitor,
+                codes::BLOCKED,
+                101,
+            );
+        }
+        Verdict::Block | Verdict::Sanitize => {
+            return Err(from_inspection(
+                codes::BLOCKED,
+                DecisionAction::Block,
+                &inspection,
+            ))
+        }
+        Verdict::Reject => {
+            return Err(from_inspection(
+                codes::MALFORMED,
+                DecisionAction::Reject,
+                &inspection,
+            ))
+        }
+    }
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        parts.headers.insert(header::UPGRADE, p);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert(shared.request_id_header.clone(), v);
+    }
+    let mut resp = match shared
+        .upstream
+        .send(Request::from_parts(parts, full(Bytes::new())))
+        .await
+    {
+        Ok(r) => r,
+        Err(UpstreamError::Timeout) => {
+            return Err(Refusal::new(
+                codes::UPSTREAM_TIMEOUT,
+                DecisionAction::Reject,
+            ))
+        }
+        Err(UpstreamError::Failed(_)) => {
+            return Err(Refusal::new(codes::UPSTREAM_DOWN, DecisionAction::Reject))
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                let mut c = hyper_util::rt::TokioIo::new(c);
+                let mut u = hyper_util::rt::TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            }
+        });
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 fn from_inspection(code: &'static str, action: DecisionAction, i: &Inspection) -> Refusal {

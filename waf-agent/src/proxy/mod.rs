@@ -3,6 +3,7 @@
 //! event stream as a `Decision`.
 
 pub mod catalog;
+pub mod csrf;
 pub mod decision;
 pub mod framing;
 pub mod handler;
