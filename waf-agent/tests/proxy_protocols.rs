@@ -178,3 +178,50 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\nConnecti
     let allowed = send("https://app.example").await;
     assert!(allowed.starts_with("HTTP/1.1 200"), "answer: {allowed}");
 }
+
+#[tokio::test]
+async fn tls_is_terminated_when_a_certificate_is_configured() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("generate a test certificate");
+    let dir = std::env::temp_dir().join(format!("waf-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the certificate folder");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write the key");
+    let extra = format!(
+        "  tls_cert: {}\n  tls_key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let (addr, _) = start(upstream().await, &extra).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(generated.cert.der().clone())
+        .expect("trust the test certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the proxy");
+    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "answer over TLS: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
