@@ -61,6 +61,11 @@ impl Listener {
         self.shared.sink.dropped()
     }
 
+    /// The counter of dropped decisions, to read while `run` owns the listener.
+    pub fn dropped_decisions_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.shared.sink.drop_counter()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives open connections
     /// `shutdown_grace` to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
