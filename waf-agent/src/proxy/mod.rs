@@ -5,12 +5,15 @@
 pub mod catalog;
 pub mod csrf;
 pub mod decision;
+pub mod forward;
 pub mod framing;
 pub mod handler;
 pub mod identity;
 pub mod limits;
+pub mod respond;
 pub mod server;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::{future::Future, sync::Arc};
