@@ -352,3 +352,79 @@ async fn shutdown_stops_the_proxy() {
         "the listener must be closed"
     );
 }
+
+#[tokio::test]
+async fn slow_client_is_cut_off_after_the_header_timeout() {
+    let (up, seen) = upstream().await;
+    let text = format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{up}\n  header_timeout_ms: 300\n"
+    );
+    let mut config = Config::from_yaml(&text, &Overrides::none()).expect("test config must load");
+    config.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let (tx, _rx) = mpsc::channel(4);
+    let listener = proxy::bind(&config, tx).await.expect("proxy must start");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(listener.run(std::future::pending()));
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("send part of a head");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the proxy must close a connection whose head never completes"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "answer: {text}"
+    );
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_header_block_is_refused() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let mut req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let (status, _, _) = raw(p.addr, &req).await;
+    assert!(
+        status == 431 || status == 0 || status == 400,
+        "status {status} for a 64 KiB header"
+    );
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed() {
+    let (up, _) = upstream().await;
+    let text = format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{up}\n  max_connections: 1\n"
+    );
+    let mut config = Config::from_yaml(&text, &Overrides::none()).expect("test config must load");
+    config.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let (tx, _rx) = mpsc::channel(4);
+    let listener = proxy::bind(&config, tx).await.expect("proxy must start");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(listener.run(std::future::pending()));
+    let _held = TcpStream::connect(addr).await.expect("first connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = TcpStream::connect(addr)
+        .await
+        .expect("second connection is accepted, then closed");
+    let _ = second.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), second.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "a connection over the cap must be closed at once"
+    );
+    assert!(
+        out.is_empty(),
+        "no answer over the cap, got {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}

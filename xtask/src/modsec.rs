@@ -86,7 +86,12 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master must live long enough to stop its workers.
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill").args(["-TERM", &pid]).status();
+        if termed.is_err() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -12,11 +12,11 @@ use regex::{RegexSet, RegexSetBuilder};
 use super::{
     detect,
     exceptions::Exception,
-    normalize::{html_entity_decode, js_decode},
     parse::{extract, Anomaly, Input, Target},
     request::RequestView,
     rules::{load_dir, Action, Category, Rule, RuleSet, RulesError, Transform},
     timestamp::now_unix,
+    transforms::apply,
     uploads::FileInfo,
 };
 use crate::config::{raw::RawRuleCategory, Config, WafMode};
@@ -405,45 +405,6 @@ fn push(
         excerpt: input.value.chars().take(EXCERPT).collect(),
         log,
     });
-}
-
-fn apply(transforms: &[Transform], value: &str) -> String {
-    let mut v = value.to_owned();
-    for t in transforms {
-        v = match t {
-            Transform::HtmlEntityDecode => html_entity_decode(&v),
-            Transform::JsDecode => js_decode(&v),
-            Transform::CompressWhitespace => v.split_whitespace().collect::<Vec<_>>().join(" "),
-            Transform::RemoveComments => remove_comments(&v),
-            Transform::ShellNormalize => shell_normalize(&v),
-        };
-    }
-    v
-}
-
-/// See `Transform::ShellNormalize`.
-fn shell_normalize(v: &str) -> String {
-    v.replace("$()", "")
-        .replace("${}", "")
-        .replace("$@", "")
-        .chars()
-        .filter(|c| !matches!(c, '\'' | '"' | '\\' | '^'))
-        .collect()
-}
-
-/// Drops `/* ... */` comments, which SQL treats as whitespace (`UN/**/ION`).
-fn remove_comments(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let mut rest = v;
-    while let Some(start) = rest.find("/*") {
-        out.push_str(&rest[..start]);
-        match rest[start + 2..].find("*/") {
-            Some(end) => rest = &rest[start + 2 + end + 2..],
-            None => return out,
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 impl std::fmt::Debug for Engine {

@@ -13,6 +13,7 @@ pub mod request;
 pub mod rules;
 pub mod sanitize;
 pub mod timestamp;
+pub mod transforms;
 pub mod uploads;
 
 pub use engine::{Engine, Inspection, Match, Verdict};

@@ -207,7 +207,8 @@ fn decode_entity(s: &str) -> Option<(char, usize)> {
         ("&rpar", ')'),
     ];
     for (name, c) in NAMED {
-        if s.len() >= name.len() && s[..name.len()].eq_ignore_ascii_case(name) {
+        let prefix = s.as_bytes().get(..name.len());
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(name.as_bytes())) {
             let used = name.len() + usize::from(s[name.len()..].starts_with(';'));
             return Some((c, used));
         }
@@ -328,6 +329,13 @@ mod tests {
             "<svg onload=x>"
         );
         assert_eq!(html_entity_decode("a & b"), "a & b");
+    }
+
+    #[test]
+    fn multibyte_text_after_an_ampersand_does_not_panic() {
+        assert_eq!(html_entity_decode("&wd=最流行&q"), "&wd=最流行&q");
+        assert_eq!(html_entity_decode("&最"), "&最");
+        assert_eq!(html_entity_decode("&#最"), "&#最");
     }
 
     #[test]

@@ -179,8 +179,10 @@ fn extract_body(req: &RequestView, out: &mut Extracted) {
     // An unknown or lying content type: the application may still parse the body as a form
     // or as JSON, so look at it as both, and raw.
     let trimmed = body.trim_ascii_start();
-    if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
-        push_json(body, out);
+    if (trimmed.starts_with(b"{") || trimmed.starts_with(b"[")) && push_json(body, out) {
+        // Valid JSON: its values are inspected one by one, as the application will read
+        // them; the raw text would only add matches across value boundaries.
+        return;
     } else if trimmed.starts_with(b"<") {
         // Markup: splitting it on `&` and `=` would invent arguments out of attributes.
     } else if body.contains(&b'=') {
@@ -260,7 +262,15 @@ Content-Type: application/json\r\n\r\n{\"k\":{\"n\":\"v' or 1\"},\"l\":[2]}",
         .expect("request must parse");
         let e = extract(&r);
         assert_eq!(values(&e, Target::Args), ["<script>"]);
-        assert_eq!(values(&e, Target::Body), ["{\"q\":\"<script>\"}"]);
+        assert!(
+            values(&e, Target::Body).is_empty(),
+            "valid JSON is inspected value by value"
+        );
+        let broken = parse_raw_request(
+            b"POST / HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n{\"q\":<script>",
+        )
+        .expect("request must parse");
+        assert_eq!(values(&extract(&broken), Target::Body), ["{\"q\":<script>"]);
     }
 
     #[test]

@@ -67,7 +67,10 @@ impl RequestView {
 /// `http://host/path?q` to `/path?q`; origin-form targets are returned unchanged.
 fn strip_authority(target: &str) -> &str {
     for scheme in ["http://", "https://"] {
-        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        let prefix = target.as_bytes().get(..scheme.len());
+        if target.len() > scheme.len()
+            && prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes()))
+        {
             let rest = &target[scheme.len()..];
             return rest.find(['/', '?']).map_or("/", |i| &rest[i..]);
         }
@@ -227,6 +230,13 @@ mod tests {
         assert_eq!(r.raw_path(), "/x");
         assert_eq!(r.headers.len(), 1);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn multibyte_request_target_does_not_panic() {
+        let r = parse_raw_request("GET 最流行的网站 HTTP/1.1\r\n\r\n".as_bytes())
+            .expect("a target with multibyte text must parse");
+        assert_eq!(r.raw_path(), "最流行的网站");
     }
 
     #[test]

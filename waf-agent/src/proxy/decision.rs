@@ -1,7 +1,10 @@
 //! What the proxy hands to the agent's event stream: one `Decision` per request that matched
 //! anything or was refused, with the fields of the guide's event example.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use serde::Serialize;
 use tokio::sync::mpsc::{error::TrySendError, Sender};
@@ -47,14 +50,14 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct DecisionSink {
     tx: Sender<Decision>,
-    dropped: AtomicU64,
+    dropped: Arc<AtomicU64>,
 }
 
 impl DecisionSink {
     pub fn new(tx: Sender<Decision>) -> DecisionSink {
         DecisionSink {
             tx,
-            dropped: AtomicU64::new(0),
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -67,5 +70,10 @@ impl DecisionSink {
     /// Decisions lost to a full or closed channel since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The shared drop counter, for metrics that outlive a borrow of the proxy.
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 }

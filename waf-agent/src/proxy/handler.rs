@@ -1,37 +1,28 @@
 //! One request through the proxy: identity, framing, rate limit, body limits, inspection,
 //! then a refusal in the guide's error shape or the request forwarded upstream.
 
-use std::{
-    collections::HashSet,
-    convert::Infallible,
-    hash::{BuildHasher, Hasher},
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashSet, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderName, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{
-    catalog::{codes, error_body, Catalogue, Details},
-    decision::{Decision, DecisionAction, DecisionSink},
+    catalog::{codes, Catalogue},
+    csrf,
+    decision::{DecisionAction, DecisionSink},
+    forward::forward,
     framing::{FramingIssue, Verdicts},
     identity::{client_ip, header_value, Identity},
     limits::RateLimits,
-    upstream::{full, ProxyBody, Upstream, UpstreamError},
+    respond::{decide, framing_name, refuse, request_id, Refusal},
+    upgrade::{is_upgrade, upgrade},
+    upstream::{ProxyBody, Upstream},
 };
 use crate::{
     config::ProxyConfig,
-    inspect::{
-        sanitize::rewrite_form, timestamp::format_rfc3339, timestamp::now_unix, Engine, Inspection,
-        RequestView, Verdict,
-    },
+    inspect::{sanitize::rewrite_form, Engine, Inspection, RequestView, Verdict},
 };
 
 /// What every request handler shares.
@@ -48,11 +39,11 @@ pub struct Shared {
 }
 
 /// The facts about a request that every answer and decision carries.
-struct Ctx {
-    request_id: String,
-    who: Identity,
-    method: String,
-    path: String,
+pub(super) struct Ctx {
+    pub(super) request_id: String,
+    pub(super) who: Identity,
+    pub(super) method: String,
+    pub(super) path: String,
 }
 
 /// Connection-level facts handed to each request.
@@ -61,36 +52,6 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Framing verdicts of an HTTP/1 connection; `None` for HTTP/2.
     pub verdicts: Option<Verdicts>,
-}
-
-/// A refusal: the code, and the rule behind it when there is one.
-struct Refusal {
-    code: &'static str,
-    action: DecisionAction,
-    rule: Option<(String, String)>,
-    score: u32,
-    matched: Vec<String>,
-    retry_after: Option<Duration>,
-    close: bool,
-}
-
-impl Refusal {
-    fn new(code: &'static str, action: DecisionAction) -> Refusal {
-        Refusal {
-            code,
-            action,
-            rule: None,
-            score: 0,
-            matched: Vec::new(),
-            retry_after: None,
-            close: false,
-        }
-    }
-
-    fn rule(mut self, id: &str, name: &str) -> Refusal {
-        self.rule = Some((id.to_owned(), name.to_owned()));
-        self
-    }
 }
 
 pub async fn handle(
@@ -142,6 +103,13 @@ async fn process(
         r.retry_after = Some(e.retry_after);
         return Err(r);
     }
+    if !csrf::allowed(req.method(), req.headers(), &shared.config.csrf_origins) {
+        return Err(Refusal::new(codes::CSRF, DecisionAction::Block)
+            .rule("csrf-origin", "Cross-site request with cookies"));
+    }
+    if is_upgrade(&req) {
+        return upgrade(shared, ctx, req).await;
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -180,7 +148,16 @@ async fn process(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let view = view(&parts, &body, ctx);
-    let inspection = shared.engine.inspect(&view);
+    // A fault in the engine must neither take the connection down nor let the request
+    // through uninspected: it fails closed.
+    let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.engine.inspect(&view)
+    }));
+    let Ok(inspection) = inspected else {
+        tracing::error!(request.id = %ctx.request_id, "inspection failed; request refused");
+        return Err(Refusal::new(codes::MALFORMED, DecisionAction::Reject)
+            .rule("inspect-fault", "Request could not be inspected"));
+    };
     check_files(shared, &inspection)?;
     let (parts, body) = match inspection.verdict {
         Verdict::Pass => (parts, body),
@@ -233,7 +210,11 @@ async fn process(
     forward(shared, ctx, parts, body).await
 }
 
-fn from_inspection(code: &'static str, action: DecisionAction, i: &Inspection) -> Refusal {
+pub(super) fn from_inspection(
+    code: &'static str,
+    action: DecisionAction,
+    i: &Inspection,
+) -> Refusal {
     let mut r = Refusal::new(code, action);
     if let Some(m) = i.primary() {
         r = r.rule(&m.rule_id, &m.rule_name);
@@ -290,7 +271,7 @@ fn sanitize(
     clean.then_some((parts, body))
 }
 
-fn view(parts: &http::request::Parts, body: &Bytes, ctx: &Ctx) -> RequestView {
+pub(super) fn view(parts: &http::request::Parts, body: &Bytes, ctx: &Ctx) -> RequestView {
     RequestView {
         method: parts.method.as_str().to_owned(),
         target: parts
@@ -307,215 +288,4 @@ fn view(parts: &http::request::Parts, body: &Bytes, ctx: &Ctx) -> RequestView {
         body: body.to_vec(),
         client_ip: Some(ctx.who.ip),
     }
-}
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for n in listed {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-}
-
-async fn forward(
-    shared: &Shared,
-    ctx: &Ctx,
-    mut parts: http::request::Parts,
-    body: Bytes,
-) -> Result<Response<ProxyBody>, Refusal> {
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert(shared.request_id_header.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ctx.who.ip.to_string()) {
-        parts.headers.insert("x-forwarded-for", v);
-    }
-    if parts.headers.get(header::HOST).is_none() {
-        if let Some(a) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, a);
-        }
-    }
-    if !body.is_empty() || !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    let req = Request::from_parts(parts, full(body));
-    match shared.upstream.send(req).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            add_same_site(&mut parts.headers);
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                parts.headers.insert(shared.request_id_header.clone(), v);
-            }
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(UpstreamError::Timeout) => Err(Refusal::new(
-            codes::UPSTREAM_TIMEOUT,
-            DecisionAction::Reject,
-        )),
-        Err(UpstreamError::Failed(_)) => {
-            Err(Refusal::new(codes::UPSTREAM_DOWN, DecisionAction::Reject))
-        }
-    }
-}
-
-/// Adds `SameSite=Lax` to upstream cookies that set no `SameSite`.
-fn add_same_site(headers: &mut HeaderMap) {
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if cookies.is_empty() {
-        return;
-    }
-    headers.remove(header::SET_COOKIE);
-    for c in cookies {
-        let has = c
-            .to_str()
-            .map(|s| s.to_ascii_lowercase().contains("samesite="))
-            .unwrap_or(true);
-        let v = if has {
-            c
-        } else {
-            let mut b = c.as_bytes().to_vec();
-            b.extend_from_slice(b"; SameSite=Lax");
-            HeaderValue::from_bytes(&b).unwrap_or(c)
-        };
-        headers.append(header::SET_COOKIE, v);
-    }
-}
-
-fn refuse(shared: &Shared, ctx: &Ctx, r: Refusal) -> Response<ProxyBody> {
-    let code = shared.catalogue.get(r.code);
-    let timestamp = format_rfc3339(now_unix());
-    let details = Details {
-        rule_id: r.rule.as_ref().map(|(id, _)| id.clone()),
-        rule_name: r.rule.as_ref().map(|(_, name)| name.clone()),
-        client_ip: ctx.who.ip.to_string(),
-    };
-    let body = error_body(&code, &ctx.request_id, &timestamp, &details);
-    let mut matched = r.matched;
-    if matched.is_empty() {
-        matched.extend(details.rule_id.clone());
-    }
-    shared.sink.send(Decision {
-        timestamp,
-        request_id: ctx.request_id.clone(),
-        client_ip: ctx.who.ip.to_string(),
-        rule_id: details.rule_id,
-        rule_name: details.rule_name,
-        path: ctx.path.clone(),
-        method: ctx.method.clone(),
-        user_id: ctx.who.user_id.clone(),
-        action: r.action,
-        code: code.code.clone(),
-        severity: code.severity.clone(),
-        http_status: code.http_status,
-        score: r.score,
-        matched_rules: matched,
-    });
-    let status = StatusCode::from_u16(code.http_status).unwrap_or(StatusCode::FORBIDDEN);
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        h.insert(shared.request_id_header.clone(), v);
-    }
-    if let Some(after) = r.retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    if r.close {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-fn decide(
-    shared: &Shared,
-    ctx: &Ctx,
-    i: &Inspection,
-    action: DecisionAction,
-    code: &str,
-    status: u16,
-) {
-    let entry = shared.catalogue.get(code);
-    let primary = i.primary();
-    shared.sink.send(Decision {
-        timestamp: format_rfc3339(now_unix()),
-        request_id: ctx.request_id.clone(),
-        client_ip: ctx.who.ip.to_string(),
-        rule_id: primary.map(|m| m.rule_id.clone()),
-        rule_name: primary.map(|m| m.rule_name.clone()),
-        path: ctx.path.clone(),
-        method: ctx.method.clone(),
-        user_id: ctx.who.user_id.clone(),
-        action,
-        code: entry.code,
-        severity: entry.severity,
-        http_status: status,
-        score: i.score,
-        matched_rules: i.matches.iter().map(|m| m.rule_id.clone()).collect(),
-    });
-}
-
-fn framing_name(issue: FramingIssue) -> &'static str {
-    match issue {
-        FramingIssue::LengthAndChunked => "Content-Length with Transfer-Encoding",
-        FramingIssue::DuplicateLength => "More than one Content-Length",
-        FramingIssue::BadLength => "Malformed Content-Length",
-        FramingIssue::BadTransferEncoding => "Transfer-Encoding other than chunked",
-    }
-}
-
-/// The client's request id when it is a sane token, otherwise a new one.
-fn request_id(headers: &HeaderMap, name: &HeaderName) -> String {
-    let sane = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    };
-    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-        if sane(v) {
-            return v.to_owned();
-        }
-    }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(n);
-    format!("req_{:016x}", h.finish())
 }

@@ -3,12 +3,17 @@
 //! event stream as a `Decision`.
 
 pub mod catalog;
+pub mod csrf;
 pub mod decision;
+pub mod forward;
 pub mod framing;
 pub mod handler;
 pub mod identity;
 pub mod limits;
+pub mod respond;
 pub mod server;
+pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::{future::Future, sync::Arc};
@@ -47,6 +52,16 @@ pub enum ProxyError {
         #[source]
         source: http::uri::InvalidUri,
     },
+    /// A certificate or key file could not be read.
+    #[error("cannot read TLS file {path}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    /// The certificate and key do not make a TLS configuration.
+    #[error("invalid TLS certificate or key")]
+    Tls(#[source] tokio_rustls::rustls::Error),
     /// The request id header name is not a valid header name.
     #[error("request id header {0:?} is not a valid header name")]
     RequestIdHeader(String),
@@ -61,6 +76,10 @@ pub async fn bind(config: &Config, decisions: Sender<Decision>) -> Result<Listen
     let upstream = Upstream::new(&p.upstream, p.connect_timeout, p.upstream_timeout)?;
     let request_id_header = HeaderName::try_from(config.request_id_header.as_str())
         .map_err(|_| ProxyError::RequestIdHeader(config.request_id_header.clone()))?;
+    let tls = match &p.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(p.listen)
         .await
         .map_err(ProxyError::Bind)?;
@@ -84,6 +103,7 @@ pub async fn bind(config: &Config, decisions: Sender<Decision>) -> Result<Listen
     Ok(Listener {
         listener,
         shared: Arc::new(shared),
+        tls,
     })
 }
 

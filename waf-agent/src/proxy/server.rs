@@ -17,10 +17,38 @@ use super::{
     ProxyError,
 };
 
+/// Serves one connection until it ends or shutdown asks it to drain.
+async fn serve_conn<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (scanned, verdicts) = Scanned::new(stream, shared.config.max_header_bytes);
+    let conn = Conn {
+        peer,
+        verdicts: Some(verdicts),
+    };
+    let svc = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+    let c = builder.serve_connection_with_upgrades(TokioIo::new(scanned), svc);
+    tokio::pin!(c);
+    tokio::select! {
+        _ = c.as_mut() => {}
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            c.as_mut().graceful_shutdown();
+            let _ = c.await;
+        }
+    }
+}
+
 /// A bound, not yet running proxy.
 pub struct Listener {
     pub(super) listener: TcpListener,
     pub(super) shared: Arc<Shared>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Listener {
@@ -31,6 +59,11 @@ impl Listener {
     /// Decisions dropped because the channel was full.
     pub fn dropped_decisions(&self) -> u64 {
         self.shared.sink.dropped()
+    }
+
+    /// The counter of dropped decisions, to read while `run` owns the listener.
+    pub fn dropped_decisions_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.shared.sink.drop_counter()
     }
 
     /// Serves until `shutdown` completes, then stops accepting and gives open connections
@@ -69,23 +102,20 @@ impl Listener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (scanned, verdicts) = Scanned::new(stream, cfg.max_header_bytes);
-            let conn = Conn {
-                peer,
-                verdicts: Some(verdicts),
-            };
             let shared = shared.clone();
             let builder = builder.clone();
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
+            let tls = self.tls.clone();
+            let handshake_timeout = cfg.header_timeout;
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
-                let c = builder.serve_connection_with_upgrades(TokioIo::new(scanned), svc);
-                tokio::pin!(c);
-                tokio::select! {
-                    _ = c.as_mut() => {}
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                        c.as_mut().graceful_shutdown();
-                        let _ = c.await;
+                match tls {
+                    None => serve_conn(stream, peer, shared, builder, stop).await,
+                    Some(acceptor) => {
+                        let accepted =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                        if let Ok(Ok(tls_stream)) = accepted {
+                            serve_conn(tls_stream, peer, shared, builder, stop).await;
+                        }
                     }
                 }
                 drop(permit);
