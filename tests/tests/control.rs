@@ -17,7 +17,7 @@ struct Case {
 
 impl Case {
     fn new(net: u8, config: &str) -> Case {
-        let lab = Lab::new(net, &[]);
+        let lab = Lab::new(net, &["198.18.58.9"]);
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-control-"));
         let dir = std::env::temp_dir().join(waf_tests::unique("waf-control-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -331,5 +331,146 @@ fn running_agent_exports_kernel_counters_and_map_fill_as_metrics() {
     assert!(body
         .lines()
         .any(|l| l.starts_with("waf_edge_map_capacity{") && l.contains("map=\"DENY_V4\"")));
+    agent.stop();
+}
+
+#[test]
+fn runtime_mode_survives_a_reload_of_an_unchanged_file_and_a_restart() {
+    let case = Case::new(55, "waf:\n  mode: monitor\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let mode = || {
+        let (_, out, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["mode"].as_str().unwrap_or("?").to_owned()
+    };
+    assert_eq!(mode(), "monitor");
+    let (code, _, _) = cli(&case.lab, &case.pin_dir, &["mode", "enforce"]);
+    assert_eq!(code, 0);
+    Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    agent.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    assert_eq!(
+        mode(),
+        "enforce",
+        "a reload of the same file keeps the operator's mode"
+    );
+    agent.kill_9();
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent2.log"),
+    );
+    assert_eq!(mode(), "enforce", "a restart keeps the operator's mode");
+    agent.stop();
+}
+
+#[test]
+fn second_agent_on_the_same_pin_dir_is_refused_and_changes_nothing() {
+    let case = Case::new(56, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let second = case.dir.join("second.yaml");
+    std::fs::write(&second, "waf:\n  mode: monitor\n").expect("write");
+    let out = case
+        .lab
+        .in_host(&[
+            waf_tests::agent::binary().to_str().expect("path"),
+            "--pin-dir",
+        ])
+        .arg(&case.pin_dir)
+        .args(["--socket", "/run/waf-second.sock", "run", "-c"])
+        .arg(&second)
+        .output()
+        .expect("second agent");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another waf-agent is running"));
+    let (_, status, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(v["mode"], "enforce", "the refused agent wrote nothing");
+    assert!(!std::path::Path::new("/run/waf-second.sock").exists());
+    agent.stop();
+}
+
+#[test]
+fn idle_connections_cannot_lock_operators_out_of_the_api() {
+    use std::io::Write as _;
+    let case = Case::new(57, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let socket = socket_for(&case.pin_dir);
+    // More half-sent requests than the API serves at once.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            .expect("partial request");
+        idle.push(s);
+    }
+    let start = std::time::Instant::now();
+    let (code, body) = curl(
+        &case.lab,
+        &[
+            "--max-time",
+            "20",
+            "--unix-socket",
+            socket.to_str().expect("path"),
+            "http://localhost/v1/health",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "answered after {:?}",
+        start.elapsed()
+    );
+    drop(idle);
+    agent.stop();
+}
+
+#[test]
+fn cli_acts_on_the_maps_when_the_agent_does_not_answer() {
+    let case = Case::new(58, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let pid = agent.child.id().to_string();
+    Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("stop");
+    let start = std::time::Instant::now();
+    let (code, out, err) = cli(
+        &case.lab,
+        &case.pin_dir,
+        &["ban", "198.18.58.9", "--ttl", "5m"],
+    );
+    let took = start.elapsed();
+    Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("cont");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(case.lab.ping("198.18.58.9", "198.18.58.1", 1, "0.2"), 0);
     agent.stop();
 }

@@ -141,6 +141,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         config.api.socket = socket_flag.to_owned();
     }
     let pin_dir = config.edge.pin_dir.clone();
+    let _instance = instance_lock(&pin_dir)?;
     if let Err(e) = crate::logging::init_logging(&config.log_level, config.log_json) {
         eprintln!("warning: {e}");
     }
@@ -171,7 +172,6 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     }
     .map_err(|ps| anyhow::anyhow!("playbooks refused: {ps:?}"))?;
 
-    let _instance = instance_lock(&pin_dir)?;
     let api_listeners = bind_api(&config.api)?;
     let mut loaded =
         loader::load(OBJECT, &pin_dir, &config.edge.capacity).context("loading the XDP program")?;
