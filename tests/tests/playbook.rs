@@ -179,3 +179,128 @@ fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
     let _ = waf_agent::xdp::loader::detach_all(&pin_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_exception_added_through_the_api_lifts_a_false_positive_until_removed() {
+    let lab = Lab::new(61, &[]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-exception-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-exception-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\nproxy:\n  listen: \"0.0.0.0:8080\"\n  upstream: \"http://127.0.0.1:8000\"\n"
+            .replace("IFACE", &lab.host_if),
+    )
+    .expect("write config");
+    let _upstream = Upstream(
+        lab.in_host(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("upstream"),
+    );
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    agent.wait_for_log("proxy listening", Duration::from_secs(10));
+    let url =
+        "http://198.18.61.1:8080/notes/?text=1%27%20UNION%20SELECT%20password%20FROM%20users--";
+    assert_eq!(requests(&lab, "198.18.61.2", &[url.to_owned()]), vec![403]);
+
+    let socket = waf_tests::agent::socket_for(&pin_dir);
+    let api = |args: &[&str]| -> String {
+        let out = lab
+            .in_host(&[
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+                "--unix-socket",
+                socket.to_str().expect("path"),
+            ])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let test = api(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "@-",
+        "http://x/v1/rules/test",
+    ]);
+    assert!(
+        test.contains("not an HTTP request"),
+        "an empty body is refused: {test}"
+    );
+    let listed = api(&["http://x/v1/rules"]);
+    let rules: serde_json::Value = serde_json::from_str(&listed).expect("rules json");
+    let blocked_by: Vec<String> = rules
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| r["category"] == "sql_injection")
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!blocked_by.is_empty(), "SQL injection rules are listed");
+    // Lift every SQL injection rule for this path and parameter, for a day.
+    let mut ids = Vec::new();
+    for rule in &blocked_by {
+        let body = format!(
+            r#"{{"rule_id":"{rule}","path":"/notes/","parameter":"text","expires":"2099-01-01","reason":"SQL in notes is content"}}"#
+        );
+        let added = api(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            "http://x/v1/exceptions",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&added).expect("exception json");
+        ids.push(v["id"].as_str().expect("an id").to_owned());
+    }
+    let codes = requests(&lab, "198.18.61.2", &[url.to_owned()]);
+    assert_eq!(
+        codes,
+        vec![200],
+        "the exception lifts the block for /notes/ text"
+    );
+    let other =
+        "http://198.18.61.1:8080/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--";
+    assert_eq!(
+        requests(&lab, "198.18.61.2", &[other.to_owned()]),
+        vec![403],
+        "other paths stay guarded"
+    );
+
+    // Exceptions survive a restart.
+    agent.stop();
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent2.log"));
+    agent.wait_for_log("proxy listening", Duration::from_secs(10));
+    assert_eq!(
+        requests(&lab, "198.18.61.2", &[url.to_owned()]),
+        vec![200],
+        "restored after restart"
+    );
+    for id in &ids {
+        api(&["-X", "DELETE", &format!("http://x/v1/exceptions?id={id}")]);
+    }
+    assert_eq!(
+        requests(&lab, "198.18.61.2", &[url.to_owned()]),
+        vec![403],
+        "removed: blocked again"
+    );
+    agent.stop();
+    let _ = waf_agent::xdp::loader::detach_all(&pin_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}

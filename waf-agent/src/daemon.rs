@@ -237,6 +237,12 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     ));
     spawn_feed_events(feed_rx, reputation.clone(), bus.clone(), metrics.clone());
 
+    let state_dir = current
+        .read()
+        .map(|c| c.state_dir.clone())
+        .unwrap_or_default();
+    let exceptions = api::rules::restore(&state_dir);
+
     let top = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
         let (path, pin_dir, maps, rep, current, interfaces, bus) = (
@@ -269,6 +275,8 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         events: bus.clone(),
         reputation: reputation.clone(),
         feeds: feeds_handle,
+        exceptions: exceptions.clone(),
+        state_dir: state_dir.clone(),
     };
     spawn_api(control, &api_config, api_listeners);
 
@@ -294,11 +302,22 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             blocked_tx.clone(),
         );
         let mut stop = shutdown_rx.clone();
+        let proxy_exceptions = exceptions.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::proxy::serve(pc, shutdown, decision_tx).await {
+            let result = match crate::proxy::bind_with_exceptions(
+                &pc,
+                decision_tx,
+                proxy_exceptions,
+            )
+            .await
+            {
+                Ok(listener) => listener.run(shutdown).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy stopped");
             }
         });

@@ -30,6 +30,11 @@ use super::{handlers, model, Control};
         handlers::events,
         handlers::list_feeds,
         handlers::refresh_feed,
+        super::rules::list_rules,
+        super::rules::test_rules,
+        super::rules::list_exceptions,
+        super::rules::add_exception,
+        super::rules::remove_exception,
     ),
     components(schemas(
         model::Health,

@@ -65,6 +65,14 @@ pub fn routes() -> Router<Control> {
         .route("/v1/events", get(events))
         .route("/v1/feeds", get(list_feeds))
         .route("/v1/feeds/refresh", post(refresh_feed))
+        .route("/v1/rules", get(super::rules::list_rules))
+        .route("/v1/rules/test", post(super::rules::test_rules))
+        .route(
+            "/v1/exceptions",
+            get(super::rules::list_exceptions)
+                .post(super::rules::add_exception)
+                .delete(super::rules::remove_exception),
+        )
 }
 
 fn top(c: &Control) -> Vec<TopSource> {

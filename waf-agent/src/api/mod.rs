@@ -7,6 +7,7 @@ pub mod client;
 pub mod docs;
 pub mod handlers;
 pub mod model;
+pub mod rules;
 pub mod serve;
 
 use std::{
@@ -37,6 +38,9 @@ pub struct Control {
     /// Feeds, bans and the allow list as the reputation engine keeps them.
     pub reputation: crate::feeds::SharedEngine<crate::xdp::sink::KernelSink>,
     pub feeds: crate::feeds::FeedsHandle,
+    /// Exceptions added at run time, shared with the running proxy.
+    pub exceptions: crate::inspect::exceptions::RuntimeExceptions,
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

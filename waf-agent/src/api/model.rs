@@ -143,3 +143,55 @@ pub struct ErrorDetail {
     pub http_status: u16,
     pub message: String,
 }
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuleInfo {
+    pub id: String,
+    pub name: String,
+    pub category: String,
+    pub score: Option<u32>,
+    pub action: Option<String>,
+    pub paranoia_level: u8,
+}
+
+/// A time-boxed exception: one rule lifted for a path, a parameter and/or a source.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionBody {
+    /// Set by the agent; `file` for exceptions from rule files.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub rule_id: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub parameter: Option<String>,
+    /// Address or CIDR.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`; required, so no exception outlives its review.
+    pub expires: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuleMatch {
+    pub rule_id: String,
+    pub rule_name: String,
+    pub category: String,
+    pub score: u32,
+    pub name: String,
+    pub excerpt: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuleTestResult {
+    /// `pass`, `monitor`, `sanitize`, `block` or `reject`.
+    pub verdict: String,
+    pub score: u32,
+    pub threshold: u32,
+    pub matches: Vec<RuleMatch>,
+    /// Rule ids an exception lifted.
+    pub excepted: Vec<String>,
+}

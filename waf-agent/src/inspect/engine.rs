@@ -99,6 +99,7 @@ pub struct Engine {
     category_actions: HashMap<Category, Action>,
     disabled: Vec<Category>,
     exceptions: Vec<Exception>,
+    runtime: super::exceptions::RuntimeExceptions,
 }
 
 impl Engine {
@@ -185,7 +186,24 @@ impl Engine {
             category_actions,
             disabled,
             exceptions: set.exceptions,
+            runtime: Default::default(),
         })
+    }
+
+    /// Consults `list` too, the exceptions operators add at run time.
+    pub fn with_runtime_exceptions(mut self, list: super::exceptions::RuntimeExceptions) -> Engine {
+        self.runtime = list;
+        self
+    }
+
+    /// The compiled rules, for listing.
+    pub fn rules(&self) -> &[super::rules::Rule] {
+        &self.rules
+    }
+
+    /// Exceptions from rule files.
+    pub fn file_exceptions(&self) -> &[Exception] {
+        &self.exceptions
     }
 
     pub fn mode(&self) -> WafMode {
@@ -298,10 +316,15 @@ impl Engine {
         let now = now_unix();
         let mut matches = Vec::new();
         let mut excepted = Vec::new();
+        let runtime = self
+            .runtime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for m in found {
             let lifted = self
                 .exceptions
                 .iter()
+                .chain(runtime.iter().map(|(_, e)| e))
                 .any(|e| e.applies(&m.rule_id, &path, &m.name, req.client_ip, now));
             if lifted {
                 excepted.push(m.rule_id);

@@ -24,6 +24,10 @@ pub(super) struct RawException {
     reason: Option<String>,
 }
 
+/// Exceptions added at run time through the admin API, shared with the running engine:
+/// (id, exception). The engine consults them beside the ones in rule files.
+pub type RuntimeExceptions = std::sync::Arc<std::sync::RwLock<Vec<(String, Exception)>>>;
+
 /// A checked exception.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exception {
@@ -39,6 +43,29 @@ pub struct Exception {
 }
 
 impl Exception {
+    /// An exception from its parts, with the same checks as one in a rule file: a rule id,
+    /// at least one scope, and an expiry.
+    pub fn new(
+        rule_id: &str,
+        path: Option<String>,
+        parameter: Option<String>,
+        source: Option<&str>,
+        expires: &str,
+        reason: Option<String>,
+    ) -> Result<Exception, String> {
+        if rule_id.trim().is_empty() {
+            return Err("rule_id must not be empty".to_owned());
+        }
+        Exception::check(RawException {
+            rule_id: rule_id.to_owned(),
+            path,
+            parameter,
+            source: source.map(str::to_owned),
+            expires: expires.to_owned(),
+            reason,
+        })
+    }
+
     pub(super) fn check(raw: RawException) -> Result<Exception, String> {
         let expires = parse_rfc3339(&raw.expires).ok_or_else(|| {
             format!(

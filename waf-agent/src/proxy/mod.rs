@@ -69,7 +69,18 @@ pub enum ProxyError {
 
 /// Loads rules and error codes and binds the listen address.
 pub async fn bind(config: &Config, decisions: Sender<Decision>) -> Result<Listener, ProxyError> {
-    let engine = Engine::from_config(config).map_err(ProxyError::Rules)?;
+    bind_with_exceptions(config, decisions, Default::default()).await
+}
+
+/// As `bind`, with exceptions that operators add and remove while the proxy runs.
+pub async fn bind_with_exceptions(
+    config: &Config,
+    decisions: Sender<Decision>,
+    exceptions: crate::inspect::exceptions::RuntimeExceptions,
+) -> Result<Listener, ProxyError> {
+    let engine = Engine::from_config(config)
+        .map_err(ProxyError::Rules)?
+        .with_runtime_exceptions(exceptions);
     let catalogue =
         Catalogue::load(config.error_codes_path.as_deref()).map_err(ProxyError::Catalogue)?;
     let p = &config.proxy;
