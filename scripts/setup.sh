@@ -11,13 +11,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: LLVM 22 for bpf-linker (it must match the nightly's LLVM major), the
-# kernel-test and lab tools, and the peers the benchmarks and evaluations compare against.
+# kernel-test and lab tools, the peers the benchmarks and evaluations compare against, the
+# flood generator (trafgen, in netsniff-ng) and the font the benchmark charts are drawn with.
 packages=(
     llvm-22-dev libpolly-22-dev clang
     iproute2 iputils-ping ethtool bpftool
     xdp-tools nftables
     nginx libnginx-mod-http-modsecurity modsecurity-crs
     wrk qemu-system-x86 cpio busybox-static
+    netsniff-ng fonts-dejavu-core
     pkg-config libssl-dev
 )
 missing=()
