@@ -8,7 +8,7 @@
 
 /// Bumped whenever a map's name, key, value or meaning changes. The agent refuses to adopt
 /// pinned maps whose `Settings::layout_version` differs, instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the maps as they appear in the object file and under the pin directory.
 pub mod maps {
@@ -26,9 +26,11 @@ pub mod maps {
     pub const THROTTLE_V4: &str = "THROTTLE_V4";
     pub const THROTTLE_V6: &str = "THROTTLE_V6";
     pub const RATE: &str = "RATE";
+    pub const DENY_HINT_V4: &str = "DENY_HINT_V4";
+    pub const DENY_HINT_V6: &str = "DENY_HINT_V6";
 
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         SETTINGS,
         COUNTERS,
         EVENTS,
@@ -43,6 +45,8 @@ pub mod maps {
         THROTTLE_V4,
         THROTTLE_V6,
         RATE,
+        DENY_HINT_V4,
+        DENY_HINT_V6,
     ];
 }
 
@@ -62,6 +66,51 @@ pub mod capacity {
     pub const RATE: u32 = 262_144;
     /// Ring buffer for sampled drop events, in bytes (a power of two, page aligned).
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// 64-bit words in each deny hint: 2^24 bits, 2 MiB.
+    pub const DENY_HINT_WORDS: u32 = 1 << 18;
+}
+
+/// Deny hints: a bitmap per family that says which parts of the address space may hold a
+/// deny entry. A source whose bit is clear is on no deny list, so the program skips the hash
+/// and, above all, the LPM trie lookup, which dominates the cost of a clean packet once the
+/// prefix list is long. A set bit only means "look it up": the agent sets bits before it
+/// inserts entries and clears them only when it rebuilds the hint from the whole list, so a
+/// stale bit costs a lookup and never lets a denied source through.
+///
+/// IPv4: one bit per /24, the bit index being the /24 itself. IPv6: one bit per /48, hashed
+/// into the same number of bits; a prefix shorter than /48 sets the bit of each /48 it covers,
+/// or every bit when it covers more than `HINT_V6_MAX_EXPAND` of them.
+pub mod hint {
+    use super::capacity::DENY_HINT_WORDS;
+
+    /// Bits in each hint.
+    pub const BITS: u32 = DENY_HINT_WORDS * 64;
+    /// The most /48s a short IPv6 prefix is expanded into before it saturates the hint.
+    pub const HINT_V6_MAX_EXPAND: u64 = 1 << 16;
+
+    /// The hint bit of an IPv4 source: its /24.
+    #[inline(always)]
+    pub const fn v4_bit(addr: [u8; 4]) -> u32 {
+        (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32
+    }
+
+    /// The hint bit of the /48 whose first 48 bits are `top48` (multiplicative hashing).
+    #[inline(always)]
+    pub const fn v6_bit_of_48(top48: u64) -> u32 {
+        (top48.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (BITS - 1)
+    }
+
+    /// The hint bit of an IPv6 source.
+    #[inline(always)]
+    pub const fn v6_bit(addr: &[u8; 16]) -> u32 {
+        let top48 = (addr[0] as u64) << 40
+            | (addr[1] as u64) << 32
+            | (addr[2] as u64) << 24
+            | (addr[3] as u64) << 16
+            | (addr[4] as u64) << 8
+            | addr[5] as u64;
+        v6_bit_of_48(top48)
+    }
 }
 
 /// What the program does with packets it would drop.

@@ -13,8 +13,8 @@ use aya::maps::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use waf_common::{
-    maps as names, present, BanEntry, Counter, Mode, Settings, Throttle, COUNTER_COUNT,
-    LAYOUT_VERSION,
+    capacity, hint, maps as names, present, BanEntry, Counter, Mode, Settings, Throttle,
+    COUNTER_COUNT, LAYOUT_VERSION,
 };
 
 /// Failures reading or writing the pinned maps.
@@ -71,6 +71,8 @@ pub struct EdgeMaps {
     deny_net_v6: Lpm6<u32>,
     throttle_v4: Lpm4<Throttle>,
     throttle_v6: Lpm6<Throttle>,
+    deny_hint_v4: Array<MapData, u64>,
+    deny_hint_v6: Array<MapData, u64>,
 }
 
 fn open(pin_dir: &Path, name: &'static str) -> Result<Map, MapsError> {
@@ -115,6 +117,8 @@ impl EdgeMaps {
             deny_net_v6: typed!(pin_dir, names::DENY_NET_V6),
             throttle_v4: typed!(pin_dir, names::THROTTLE_V4),
             throttle_v6: typed!(pin_dir, names::THROTTLE_V6),
+            deny_hint_v4: typed!(pin_dir, names::DENY_HINT_V4),
+            deny_hint_v6: typed!(pin_dir, names::DENY_HINT_V6),
         };
         let s = maps.settings()?;
         // A fresh map reads as all zeros; layout 0 means "not written yet", not a mismatch.
@@ -219,8 +223,22 @@ impl EdgeMaps {
     }
 
     /// Adds a deny entry without refreshing the presence bits; call `refresh_present` after
-    /// a batch. Exact addresses go to the hash maps, prefixes to the tries.
+    /// a batch. Exact addresses go to the hash maps, prefixes to the tries. The entry's hint
+    /// bits are set first, so the entry counts from the moment it is in its map.
     pub fn deny_insert_raw(&mut self, net: IpNet) -> Result<(), MapsError> {
+        let mut words = std::collections::BTreeMap::new();
+        hint_words(&net, &mut words);
+        let (map, name) = match net {
+            IpNet::V4(_) => (&mut self.deny_hint_v4, names::DENY_HINT_V4),
+            IpNet::V6(_) => (&mut self.deny_hint_v6, names::DENY_HINT_V6),
+        };
+        for (index, bits) in words {
+            let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
+            if current | bits != current {
+                map.set(index, current | bits, 0)
+                    .map_err(|s| op_err("write", name, s))?;
+            }
+        }
         match net {
             IpNet::V4(n) if n.prefix_len() == 32 => self
                 .deny_v4
@@ -264,8 +282,45 @@ impl EdgeMaps {
         for net in &remove {
             self.deny_remove_raw(*net)?;
         }
+        if !remove.is_empty() {
+            self.rebuild_deny_hints(desired)?;
+        }
         self.refresh_present()?;
         Ok((add.len(), remove.len()))
+    }
+
+    /// Recomputes both deny hints from `desired`, the whole deny list, and writes the words
+    /// that differ. Bits are only cleared where no entry of `desired` needs them, so this is
+    /// safe after the removals and never opens a gap.
+    pub fn rebuild_deny_hints(&mut self, desired: &BTreeSet<IpNet>) -> Result<(), MapsError> {
+        let words = capacity::DENY_HINT_WORDS as usize;
+        let mut v4 = vec![0u64; words];
+        let mut v6 = vec![0u64; words];
+        for net in desired {
+            let mut touched = std::collections::BTreeMap::new();
+            hint_words(net, &mut touched);
+            let target = match net {
+                IpNet::V4(_) => &mut v4,
+                IpNet::V6(_) => &mut v6,
+            };
+            for (index, bits) in touched {
+                target[index as usize] |= bits;
+            }
+        }
+        for (map, name, want) in [
+            (&mut self.deny_hint_v4, names::DENY_HINT_V4, v4),
+            (&mut self.deny_hint_v6, names::DENY_HINT_V6, v6),
+        ] {
+            for (index, want) in want.into_iter().enumerate() {
+                let index = index as u32;
+                let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
+                if current != want {
+                    map.set(index, want, 0)
+                        .map_err(|s| op_err("write", name, s))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Brings the allow tries to exactly `desired`; additions first, so nothing allowed
@@ -419,6 +474,40 @@ impl EdgeMaps {
             (names::THROTTLE_V4, self.throttle_v4.keys().count()),
             (names::THROTTLE_V6, self.throttle_v6.keys().count()),
         ]
+    }
+}
+
+/// ORs the hint bits of `net` into `words` (word index → bits); see `waf_common::hint`.
+fn hint_words(net: &IpNet, words: &mut std::collections::BTreeMap<u32, u64>) {
+    // Ranges of 64 bits or more start on a word boundary: they are aligned to their length.
+    let mut set_range = |first: u32, count: u64| {
+        if count >= 64 {
+            for w in first / 64..(first as u64 + count).div_ceil(64) as u32 {
+                words.insert(w, u64::MAX);
+            }
+        } else {
+            for bit in first..first + count as u32 {
+                *words.entry(bit / 64).or_insert(0) |= 1u64 << (bit % 64);
+            }
+        }
+    };
+    match net {
+        IpNet::V4(n) => {
+            let first = hint::v4_bit(n.network().octets());
+            set_range(first, 1u64 << (24 - n.prefix_len().min(24)));
+        }
+        IpNet::V6(n) => {
+            let o = n.network().octets();
+            let top48 = o[..6].iter().fold(0u64, |acc, b| acc << 8 | *b as u64);
+            let count = 1u64 << (48 - n.prefix_len().min(48));
+            if count > hint::HINT_V6_MAX_EXPAND {
+                set_range(0, hint::BITS as u64);
+            } else {
+                for i in 0..count {
+                    set_range(hint::v6_bit_of_48(top48 + i), 1);
+                }
+            }
+        }
     }
 }
 
