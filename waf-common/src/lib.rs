@@ -71,22 +71,26 @@ pub mod capacity {
 }
 
 /// Deny hints: a bitmap per family that says which parts of the address space may hold a
-/// deny entry. A source whose bit is clear is on no deny list, so the program skips the hash
+/// deny entry. A source whose bits are clear is on no deny list, so the program skips the hash
 /// and, above all, the LPM trie lookup, which dominates the cost of a clean packet once the
 /// prefix list is long. A set bit only means "look it up": the agent sets bits before it
 /// inserts entries and clears them only when it rebuilds the hint from the whole list, so a
 /// stale bit costs a lookup and never lets a denied source through.
 ///
-/// IPv4: one bit per /24, the bit index being the /24 itself. IPv6: one bit per /48, hashed
-/// into the same number of bits; a prefix shorter than /48 sets the bit of each /48 it covers,
-/// or every bit when it covers more than `HINT_V6_MAX_EXPAND` of them.
+/// IPv4: one bit per /24, the bit index being the /24 itself; a shorter prefix sets the bit
+/// of every /24 it covers. IPv6 has two levels in one bitmap, each hashed into half of it: a
+/// prefix of /48 or shorter sets the bit of each /48 it covers (all of that half when it
+/// covers more than `V6_MAX_EXPAND` of them), a longer entry the bit of each /64 it covers.
+/// A source may be denied when its /48 bit or its /64 bit is set.
 pub mod hint {
     use super::capacity::DENY_HINT_WORDS;
 
     /// Bits in each hint.
     pub const BITS: u32 = DENY_HINT_WORDS * 64;
-    /// The most /48s a short IPv6 prefix is expanded into before it saturates the hint.
-    pub const HINT_V6_MAX_EXPAND: u64 = 1 << 16;
+    /// Bits in each IPv6 level.
+    pub const V6_LEVEL_BITS: u32 = BITS / 2;
+    /// The most /48s a short IPv6 prefix is expanded into before it saturates its level.
+    pub const V6_MAX_EXPAND: u64 = 1 << 16;
 
     /// The hint bit of an IPv4 source: its /24.
     #[inline(always)]
@@ -94,22 +98,34 @@ pub mod hint {
         (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32
     }
 
-    /// The hint bit of the /48 whose first 48 bits are `top48` (multiplicative hashing).
+    /// Multiplicative hashing of a prefix into one IPv6 level.
     #[inline(always)]
-    pub const fn v6_bit_of_48(top48: u64) -> u32 {
-        (top48.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 & (BITS - 1)
+    const fn level_bit(prefix: u64) -> u32 {
+        (prefix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 41) as u32 & (V6_LEVEL_BITS - 1)
     }
 
-    /// The hint bit of an IPv6 source.
+    /// The hint bit of the /48 whose first 48 bits are `top48`.
     #[inline(always)]
-    pub const fn v6_bit(addr: &[u8; 16]) -> u32 {
-        let top48 = (addr[0] as u64) << 40
-            | (addr[1] as u64) << 32
-            | (addr[2] as u64) << 24
-            | (addr[3] as u64) << 16
-            | (addr[4] as u64) << 8
-            | addr[5] as u64;
-        v6_bit_of_48(top48)
+    pub const fn v6_bit_48(top48: u64) -> u32 {
+        level_bit(top48)
+    }
+
+    /// The hint bit of the /64 whose first 64 bits are `top64`.
+    #[inline(always)]
+    pub const fn v6_bit_64(top64: u64) -> u32 {
+        V6_LEVEL_BITS + level_bit(top64)
+    }
+
+    /// The /48 and /64 hint bits of an IPv6 source.
+    #[inline(always)]
+    pub const fn v6_bits(addr: &[u8; 16]) -> (u32, u32) {
+        let mut top64 = 0u64;
+        let mut i = 0;
+        while i < 8 {
+            top64 = top64 << 8 | addr[i] as u64;
+            i += 1;
+        }
+        (v6_bit_48(top64 >> 16), v6_bit_64(top64))
     }
 }
 

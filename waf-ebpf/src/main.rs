@@ -204,8 +204,9 @@ fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
             }
         }
     }
+    let (bit48, bit64) = hint::v6_bits(&src);
     let hinted = settings.present & (present::DENY_V6 | present::DENY_NET_V6) != 0
-        && hint_set(&DENY_HINT_V6, hint::v6_bit(&src));
+        && (hint_set(&DENY_HINT_V6, bit48) || hint_set(&DENY_HINT_V6, bit64));
     // SAFETY: as in `decide_v4`.
     if hinted && settings.present & present::DENY_V6 != 0 && unsafe { DENY_V6.get(&src) }.is_some()
     {

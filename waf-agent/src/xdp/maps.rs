@@ -497,14 +497,22 @@ fn hint_words(net: &IpNet, words: &mut std::collections::BTreeMap<u32, u64>) {
             set_range(first, 1u64 << (24 - n.prefix_len().min(24)));
         }
         IpNet::V6(n) => {
-            let o = n.network().octets();
-            let top48 = o[..6].iter().fold(0u64, |acc, b| acc << 8 | *b as u64);
-            let count = 1u64 << (48 - n.prefix_len().min(48));
-            if count > hint::HINT_V6_MAX_EXPAND {
-                set_range(0, hint::BITS as u64);
+            let top64 = n.network().octets()[..8]
+                .iter()
+                .fold(0u64, |acc, b| acc << 8 | *b as u64);
+            let len = n.prefix_len();
+            if len <= 48 {
+                let count = 1u64 << (48 - len);
+                if count > hint::V6_MAX_EXPAND {
+                    set_range(0, hint::V6_LEVEL_BITS as u64);
+                } else {
+                    for i in 0..count {
+                        set_range(hint::v6_bit_48((top64 >> 16) + i), 1);
+                    }
+                }
             } else {
-                for i in 0..count {
-                    set_range(hint::v6_bit_of_48(top48 + i), 1);
+                for i in 0..1u64 << (64 - len.min(64)) {
+                    set_range(hint::v6_bit_64(top64 + i), 1);
                 }
             }
         }

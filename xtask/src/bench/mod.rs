@@ -5,7 +5,9 @@
 mod bpf;
 mod chart;
 mod denylist;
+mod flood;
 mod load;
+mod receivers;
 mod xdp;
 mod xdp_filter;
 

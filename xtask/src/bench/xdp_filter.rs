@@ -104,6 +104,10 @@ impl Object {
     pub fn fill(&self, entries: &[IpNet]) -> Result<()> {
         fill(&self.pin_dir.0, entries)
     }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir.0
+    }
 }
 
 /// Writes the exact-match key of every entry with the source flag on every CPU.

@@ -1,0 +1,209 @@
+//! What sits on the receiving interface during a flood: our program, xdp-filter, an
+//! nftables set at the netdev ingress hook, or nothing. Each counts what it dropped and
+//! takes itself off the interface when dropped.
+
+use std::{fmt::Write as _, path::Path, process::Command};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::Xdp,
+};
+use ipnet::IpNet;
+use waf_common::Counter;
+use waf_tests::fixture::Filter;
+
+use super::xdp_filter::{self, PinDir};
+use crate::cmd;
+
+fn in_ns(ns: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/var/run/netns/{ns}"));
+    c
+}
+
+/// An XDP program attached in driver mode from its pin; detached when dropped.
+struct Attached {
+    ns: String,
+    iface: String,
+}
+
+impl Attached {
+    fn new(ns: &str, iface: &str, pin: &Path) -> Result<Attached> {
+        cmd::run(
+            in_ns(ns)
+                .args(["ip", "link", "set", "dev", iface, "xdpdrv", "pinned"])
+                .arg(pin),
+        )?;
+        Ok(Attached {
+            ns: ns.to_owned(),
+            iface: iface.to_owned(),
+        })
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = in_ns(&self.ns)
+            .args(["ip", "link", "set", "dev", &self.iface, "xdpdrv", "off"])
+            .output();
+    }
+}
+
+/// Our program with its deny list, attached to `iface`.
+pub struct Ours {
+    _attached: Attached,
+    _pin: PinDir,
+    pub filter: Filter,
+}
+
+impl Ours {
+    pub fn attach(filter: Filter, ns: &str, iface: &str) -> Result<Ours> {
+        let mut filter = filter;
+        let pin = PinDir::create("bench-waf-prog-")?;
+        let path = pin.0.join("prog");
+        let prog: &mut Xdp = filter
+            .loaded
+            .ebpf
+            .program_mut(waf_common::PROGRAM_NAME)
+            .context("our program is missing")?
+            .try_into()
+            .context("our program is not XDP")?;
+        prog.pin(&path).context("pinning our program")?;
+        Ok(Ours {
+            _attached: Attached::new(ns, iface, &path)?,
+            _pin: pin,
+            filter,
+        })
+    }
+
+    pub fn counter(&self, c: Counter) -> Result<u64> {
+        Ok(self.filter.maps.counters().context("reading counters")?[c as usize])
+    }
+}
+
+/// xdp-filter's program with the same list, attached to `iface`.
+pub struct XdpFilter {
+    _attached: Attached,
+    object: xdp_filter::Object,
+}
+
+impl XdpFilter {
+    pub fn attach(entries: &[IpNet], ns: &str, iface: &str) -> Result<XdpFilter> {
+        let mut object = xdp_filter::Object::load(entries.len())?;
+        object.fill(entries)?;
+        let pin = object.pin_program()?;
+        Ok(XdpFilter {
+            _attached: Attached::new(ns, iface, &pin)?,
+            object,
+        })
+    }
+
+    /// Packets it returned XDP_DROP for, from its own `xdp_stats_map` (per-CPU records of
+    /// packets and bytes, indexed by XDP action).
+    pub fn dropped(&self) -> Result<u64> {
+        let data = MapData::from_pin(self.object.pin_dir().join("xdp_stats_map"))
+            .context("opening xdp_stats_map")?;
+        let stats: PerCpuArray<MapData, [u64; 2]> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
+        let per_cpu = stats.get(&1, 0).context("reading xdp_stats_map")?;
+        Ok(per_cpu.iter().map(|r| r[0]).sum())
+    }
+}
+
+const NFT_TABLE: &str = "waf_bench";
+
+/// An nftables table with the list as two interval sets, dropping at the ingress hook of
+/// `iface`, the earliest point nftables can see a packet.
+pub struct Nft {
+    ns: String,
+}
+
+impl Nft {
+    pub fn load(entries: &[IpNet], ns: &str, iface: &str) -> Result<Nft> {
+        let mut v4 = String::new();
+        let mut v6 = String::new();
+        for net in entries {
+            let (out, text) = match net {
+                IpNet::V4(n) if n.prefix_len() == 32 => (&mut v4, n.addr().to_string()),
+                IpNet::V6(n) if n.prefix_len() == 128 => (&mut v6, n.addr().to_string()),
+                IpNet::V4(_) => (&mut v4, net.to_string()),
+                IpNet::V6(_) => (&mut v6, net.to_string()),
+            };
+            if !out.is_empty() {
+                out.push_str(",\n");
+            }
+            out.push_str(&text);
+        }
+        let set = |name: &str, ty: &str, elements: &str| {
+            let mut s = format!("  set {name} {{ type {ty}; flags interval; auto-merge;");
+            if !elements.is_empty() {
+                let _ = write!(s, " elements = {{ {elements} }}");
+            }
+            s.push_str(" }\n");
+            s
+        };
+        let ruleset = format!(
+            "table netdev {NFT_TABLE} {{\n{}{}  chain ingress {{\n    type filter hook ingress \
+             device \"{iface}\" priority -500; policy accept;\n    ip saddr @deny4 counter \
+             drop\n    ip6 saddr @deny6 counter drop\n  }}\n}}\n",
+            set("deny4", "ipv4_addr", &v4),
+            set("deny6", "ipv6_addr", &v6),
+        );
+        let file = std::env::temp_dir().join(waf_tests::unique("bench-nft-"));
+        std::fs::write(&file, ruleset).with_context(|| format!("writing {}", file.display()))?;
+        let nft = Nft { ns: ns.to_owned() };
+        let result = cmd::run(in_ns(ns).args(["nft", "-f"]).arg(&file));
+        let _ = std::fs::remove_file(&file);
+        result?;
+        Ok(nft)
+    }
+
+    /// Packets the two drop rules counted.
+    pub fn dropped(&self) -> Result<u64> {
+        let out = cmd::run(
+            in_ns(&self.ns).args(["nft", "-j", "list", "chain", "netdev", NFT_TABLE, "ingress"]),
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("nft's JSON")?;
+        let mut total = 0;
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            for expr in item["rule"]["expr"].as_array().into_iter().flatten() {
+                total += expr["counter"]["packets"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        let _ = in_ns(&self.ns)
+            .args(["nft", "delete", "table", "netdev", NFT_TABLE])
+            .output();
+    }
+}
+
+/// A counter of `ip -s link` for `iface` in `ns`: `dir` is "rx" or "tx".
+pub fn link_packets(ns: &str, iface: &str, dir: &str) -> Result<u64> {
+    let out = cmd::run(in_ns(ns).args(["ip", "-s", "-j", "link", "show", "dev", iface]))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip's JSON")?;
+    v.pointer(&format!("/0/stats64/{dir}/packets"))
+        .and_then(|p| p.as_u64())
+        .with_context(|| format!("no {dir} packet count for {iface}"))
+}
+
+/// The MAC address of `iface` in `ns`.
+pub fn mac(ns: &str, iface: &str) -> Result<[u8; 6]> {
+    let out = cmd::run(in_ns(ns).args(["ip", "-j", "link", "show", "dev", iface]))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip's JSON")?;
+    let text = v[0]["address"].as_str().context("no MAC address")?;
+    let mut mac = [0u8; 6];
+    for (i, part) in text.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
+    }
+    Ok(mac)
+}
+
+/// Runs a command inside `ns`, failing like `cmd::run`.
+pub fn run_in(ns: &str, args: &[&str]) -> Result<()> {
+    cmd::run(in_ns(ns).args(args)).map(|_| ())
+}
