@@ -80,7 +80,8 @@ pub mod capacity {
 /// IPv4: one bit per /24, the bit index being the /24 itself; a shorter prefix sets the bit
 /// of every /24 it covers. IPv6 has two levels in one bitmap, each hashed into half of it: a
 /// prefix of /48 or shorter sets the bit of each /48 it covers (all of that half when it
-/// covers more than `V6_MAX_EXPAND` of them), a longer entry the bit of each /64 it covers.
+/// covers more than `V6_MAX_EXPAND` of them); a prefix from /49 to /55 sets the bit of the
+/// /48 it lies in; a /56 or longer entry sets the bit of each /64 it covers (256 at most).
 /// A source may be denied when its /48 bit or its /64 bit is set.
 pub mod hint {
     use super::capacity::DENY_HINT_WORDS;
@@ -91,6 +92,8 @@ pub mod hint {
     pub const V6_LEVEL_BITS: u32 = BITS / 2;
     /// The most /48s a short IPv6 prefix is expanded into before it saturates its level.
     pub const V6_MAX_EXPAND: u64 = 1 << 16;
+    /// The shortest IPv6 prefix recorded at the /64 level.
+    pub const V6_FINE_FROM: u8 = 56;
 
     /// The hint bit of an IPv4 source: its /24.
     #[inline(always)]

@@ -510,6 +510,8 @@ fn hint_words(net: &IpNet, words: &mut std::collections::BTreeMap<u32, u64>) {
                         set_range(hint::v6_bit_48((top64 >> 16) + i), 1);
                     }
                 }
+            } else if len < hint::V6_FINE_FROM {
+                set_range(hint::v6_bit_48(top64 >> 16), 1);
             } else {
                 for i in 0..1u64 << (64 - len.min(64)) {
                     set_range(hint::v6_bit_64(top64 + i), 1);
@@ -602,4 +604,78 @@ fn lpm_remove_v6<V: aya::Pod>(
     let n = n.trunc();
     m.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
         .map_err(|source| op_err("remove", name, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, net::IpAddr};
+
+    use super::*;
+
+    fn words(net: &str) -> BTreeMap<u32, u64> {
+        let mut w = BTreeMap::new();
+        hint_words(&net.parse().expect("test literal"), &mut w);
+        w
+    }
+
+    fn is_set(w: &BTreeMap<u32, u64>, bit: u32) -> bool {
+        w.get(&(bit / 64))
+            .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+    }
+
+    /// Whether the program would look `addr` up with the hint `w`.
+    fn looked_up(w: &BTreeMap<u32, u64>, addr: &str) -> bool {
+        match addr.parse::<IpAddr>().expect("test literal") {
+            IpAddr::V4(a) => is_set(w, hint::v4_bit(a.octets())),
+            IpAddr::V6(a) => {
+                let (b48, b64) = hint::v6_bits(&a.octets());
+                is_set(w, b48) || is_set(w, b64)
+            }
+        }
+    }
+
+    fn bits(w: &BTreeMap<u32, u64>) -> u32 {
+        w.values().map(|v| v.count_ones()).sum()
+    }
+
+    #[test]
+    fn ipv4_hint_covers_every_24_of_a_prefix_and_nothing_else() {
+        let w = words("198.51.0.0/16");
+        assert_eq!(bits(&w), 256);
+        assert!(looked_up(&w, "198.51.0.1"));
+        assert!(looked_up(&w, "198.51.255.254"));
+        assert!(!looked_up(&w, "198.52.0.1"));
+        let w = words("203.0.113.77/32");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "203.0.113.1"));
+        assert!(!looked_up(&w, "203.0.114.77"));
+    }
+
+    #[test]
+    fn ipv6_exact_address_marks_its_64_only() {
+        let w = words("2001:db8:0:ff::1/128");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "2001:db8:0:ff::9"));
+        assert!(!looked_up(&w, "2001:db8:0:fe::1"));
+    }
+
+    #[test]
+    fn ipv6_medium_prefix_marks_its_48_and_long_prefix_its_64s() {
+        let w = words("2001:db8:0:f000::/52");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "2001:db8:0:ffff::1"));
+        let w = words("2001:db8:0:ff00::/56");
+        assert_eq!(bits(&w), 256);
+        assert!(looked_up(&w, "2001:db8:0:ffaa::1"));
+    }
+
+    #[test]
+    fn ipv6_short_prefix_expands_into_48s_or_saturates_their_level() {
+        let w = words("2001:db8::/40");
+        assert!(looked_up(&w, "2001:db8:ff:1::1"));
+        assert!(bits(&w) <= 256);
+        let w = words("2000::/16");
+        assert_eq!(bits(&w), hint::V6_LEVEL_BITS);
+        assert!(looked_up(&w, "3fff::1"));
+    }
 }

@@ -57,7 +57,7 @@ fn deny_list(total: usize) -> Vec<IpNet> {
             fixed.push(IpNet::V4(Ipv4Net::from(a)));
         }
     }
-    fixed.push(DENIED.parse().expect("valid literal"));
+    fixed.push(format!("{DENIED}/32").parse().expect("valid literal"));
     denylist::generate(total, &fixed, &xdp::test_ranges(), 8)
 }
 
