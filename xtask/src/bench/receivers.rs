@@ -112,42 +112,55 @@ impl XdpFilter {
 
 const NFT_TABLE: &str = "waf_bench";
 
-/// An nftables table with the list as two interval sets, dropping at the ingress hook of
-/// `iface`, the earliest point nftables can see a packet.
+/// An nftables table with the list in four sets (exact addresses in hash sets, prefixes in
+/// interval sets, per family), dropping at the ingress hook of `iface`, the earliest point
+/// nftables sees a packet.
 pub struct Nft {
     ns: String,
 }
 
 impl Nft {
     pub fn load(entries: &[IpNet], ns: &str, iface: &str) -> Result<Nft> {
-        let mut v4 = String::new();
-        let mut v6 = String::new();
+        // deny4, deny4net, deny6, deny6net
+        let mut sets: [String; 4] = Default::default();
         for net in entries {
-            let (out, text) = match net {
-                IpNet::V4(n) if n.prefix_len() == 32 => (&mut v4, n.addr().to_string()),
-                IpNet::V6(n) if n.prefix_len() == 128 => (&mut v6, n.addr().to_string()),
-                IpNet::V4(_) => (&mut v4, net.to_string()),
-                IpNet::V6(_) => (&mut v6, net.to_string()),
+            let i = match net {
+                IpNet::V4(n) if n.prefix_len() == 32 => 0,
+                IpNet::V4(_) => 1,
+                IpNet::V6(n) if n.prefix_len() == 128 => 2,
+                IpNet::V6(_) => 3,
             };
-            if !out.is_empty() {
-                out.push_str(",\n");
+            let text = if i % 2 == 0 {
+                net.addr().to_string()
+            } else {
+                net.to_string()
+            };
+            if !sets[i].is_empty() {
+                sets[i].push_str(",\n");
             }
-            out.push_str(&text);
+            sets[i].push_str(&text);
         }
-        let set = |name: &str, ty: &str, elements: &str| {
-            let mut s = format!("  set {name} {{ type {ty}; flags interval; auto-merge;");
+        let mut ruleset = format!("table netdev {NFT_TABLE} {{\n");
+        let names = ["deny4", "deny4net", "deny6", "deny6net"];
+        for (i, elements) in sets.iter().enumerate() {
+            let ty = if i < 2 { "ipv4_addr" } else { "ipv6_addr" };
+            let flags = if i % 2 == 1 {
+                " flags interval; auto-merge;"
+            } else {
+                ""
+            };
+            let _ = write!(ruleset, "  set {} {{ type {ty};{flags}", names[i]);
             if !elements.is_empty() {
-                let _ = write!(s, " elements = {{ {elements} }}");
+                let _ = write!(ruleset, " elements = {{ {elements} }}");
             }
-            s.push_str(" }\n");
-            s
-        };
-        let ruleset = format!(
-            "table netdev {NFT_TABLE} {{\n{}{}  chain ingress {{\n    type filter hook ingress \
-             device \"{iface}\" priority -500; policy accept;\n    ip saddr @deny4 counter \
-             drop\n    ip6 saddr @deny6 counter drop\n  }}\n}}\n",
-            set("deny4", "ipv4_addr", &v4),
-            set("deny6", "ipv6_addr", &v6),
+            ruleset.push_str(" }\n");
+        }
+        let _ = write!(
+            ruleset,
+            "  chain ingress {{\n    type filter hook ingress device \"{iface}\" priority -500; \
+             policy accept;\n    ip saddr @deny4 counter drop\n    ip saddr @deny4net counter \
+             drop\n    ip6 saddr @deny6 counter drop\n    ip6 saddr @deny6net counter drop\n  \
+             }}\n}}\n"
         );
         let file = std::env::temp_dir().join(waf_tests::unique("bench-nft-"));
         std::fs::write(&file, ruleset).with_context(|| format!("writing {}", file.display()))?;
@@ -158,7 +171,7 @@ impl Nft {
         Ok(nft)
     }
 
-    /// Packets the two drop rules counted.
+    /// Packets the drop rules counted.
     pub fn dropped(&self) -> Result<u64> {
         let out = cmd::run(
             in_ns(&self.ns).args(["nft", "-j", "list", "chain", "netdev", NFT_TABLE, "ingress"]),
