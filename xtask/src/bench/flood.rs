@@ -139,8 +139,6 @@ pub fn run(ns: &str, iface: &str, config: &str, secs: f64, pps: Option<u64>) -> 
         let time_up = gen.0.try_wait().context("polling trafgen")?.is_none();
         if time_up {
             gen.stop()?;
-        }
-        if time_up {
             break;
         }
         let mut stderr = String::new();
