@@ -28,9 +28,10 @@ pub mod maps {
     pub const RATE: &str = "RATE";
     pub const DENY_HINT_V4: &str = "DENY_HINT_V4";
     pub const DENY_HINT_V6: &str = "DENY_HINT_V6";
+    pub const DENY_COVER_V4: &str = "DENY_COVER_V4";
 
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         SETTINGS,
         COUNTERS,
         EVENTS,
@@ -47,6 +48,7 @@ pub mod maps {
         RATE,
         DENY_HINT_V4,
         DENY_HINT_V6,
+        DENY_COVER_V4,
     ];
 }
 
@@ -83,6 +85,12 @@ pub mod capacity {
 /// covers more than `V6_MAX_EXPAND` of them); a prefix from /49 to /55 sets the bit of the
 /// /48 it lies in; a /56 or longer entry sets the bit of each /64 it covers (256 at most).
 /// A source may be denied when its /48 bit or its /64 bit is set.
+///
+/// `DENY_COVER_V4` is the converse for IPv4: one bit per /24 that a deny prefix of /24 or
+/// shorter covers whole, so that a source there is dropped without the trie lookup. The
+/// agent sets a bit after the prefix is in the trie and clears the bits of a prefix before
+/// it leaves the trie (then rebuilds them from the whole list), so a set bit is always
+/// backed by an entry, and a cleared one only sends the packet to the full lookup.
 pub mod hint {
     use super::capacity::DENY_HINT_WORDS;
 

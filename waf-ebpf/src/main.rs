@@ -68,6 +68,8 @@ static RATE: LruHashMap<RateKey, RateState> = LruHashMap::pinned(capacity::RATE,
 static DENY_HINT_V4: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
 #[map(name = "DENY_HINT_V6")]
 static DENY_HINT_V6: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
+#[map(name = "DENY_COVER_V4")]
+static DENY_COVER_V4: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
 
 /// Settings used when the agent has not written any yet: filter nothing, count everything.
 const UNCONFIGURED: Settings = Settings::new(Mode::Monitor);
@@ -148,8 +150,12 @@ fn decide_v4(settings: &Settings, src: [u8; 4]) -> Verdict {
             }
         }
     }
+    let bit = hint::v4_bit(src);
     let hinted = settings.present & (present::DENY_V4 | present::DENY_NET_V4) != 0
-        && hint_set(&DENY_HINT_V4, hint::v4_bit(src));
+        && hint_set(&DENY_HINT_V4, bit);
+    if hinted && settings.present & present::DENY_NET_V4 != 0 && cover_set(bit) {
+        return Verdict::Drop(Counter::DropDeny, addr, 4);
+    }
     // SAFETY: DENY_V4 is only read here, and its value is copied out at once.
     if hinted && settings.present & present::DENY_V4 != 0 && unsafe { DENY_V4.get(&src) }.is_some()
     {
@@ -244,6 +250,16 @@ fn hint_set(map: &Array<u64>, bit: u32) -> bool {
     match map.get(bit / 64) {
         Some(word) => *word & (1u64 << (bit % 64)) != 0,
         None => true,
+    }
+}
+
+/// Whether a deny prefix covers the whole /24 of hint bit `bit`. A missing word reads as
+/// clear: this check may only ever spare a lookup, never decide a drop on its own.
+#[inline(always)]
+fn cover_set(bit: u32) -> bool {
+    match DENY_COVER_V4.get(bit / 64) {
+        Some(word) => *word & (1u64 << (bit % 64)) != 0,
+        None => false,
     }
 }
 

@@ -73,6 +73,7 @@ pub struct EdgeMaps {
     throttle_v6: Lpm6<Throttle>,
     deny_hint_v4: Array<MapData, u64>,
     deny_hint_v6: Array<MapData, u64>,
+    deny_cover_v4: Array<MapData, u64>,
 }
 
 fn open(pin_dir: &Path, name: &'static str) -> Result<Map, MapsError> {
@@ -119,6 +120,7 @@ impl EdgeMaps {
             throttle_v6: typed!(pin_dir, names::THROTTLE_V6),
             deny_hint_v4: typed!(pin_dir, names::DENY_HINT_V4),
             deny_hint_v6: typed!(pin_dir, names::DENY_HINT_V6),
+            deny_cover_v4: typed!(pin_dir, names::DENY_COVER_V4),
         };
         let s = maps.settings()?;
         // A fresh map reads as all zeros; layout 0 means "not written yet", not a mismatch.
@@ -248,7 +250,11 @@ impl EdgeMaps {
                 .deny_v6
                 .insert(n.addr().octets(), 1, 0)
                 .map_err(|source| op_err("insert", names::DENY_V6, source)),
-            IpNet::V4(n) => lpm_insert_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n, 1),
+            IpNet::V4(n) => {
+                lpm_insert_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n, 1)?;
+                // After the trie insert: a cover bit must always be backed by an entry.
+                update_cover(&mut self.deny_cover_v4, &net, true)
+            }
             IpNet::V6(n) => lpm_insert_v6(&mut self.deny_net_v6, names::DENY_NET_V6, n, 1),
         }
     }
@@ -263,7 +269,12 @@ impl EdgeMaps {
                 .deny_v6
                 .remove(&n.addr().octets())
                 .map_err(|s| op_err("remove", names::DENY_V6, s)),
-            IpNet::V4(n) => lpm_remove_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n),
+            IpNet::V4(n) => {
+                // Before the trie removal; `rebuild_deny_hints` restores bits that another
+                // prefix still backs.
+                update_cover(&mut self.deny_cover_v4, &net, false)?;
+                lpm_remove_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n)
+            }
             IpNet::V6(n) => lpm_remove_v6(&mut self.deny_net_v6, names::DENY_NET_V6, n),
         };
         ignore_missing(result)
@@ -289,14 +300,19 @@ impl EdgeMaps {
         Ok((add.len(), remove.len()))
     }
 
-    /// Recomputes both deny hints from `desired`, the whole deny list, and writes the words
-    /// that differ. Bits are only cleared where no entry of `desired` needs them, so this is
-    /// safe after the removals and never opens a gap.
+    /// Recomputes the deny hints and the IPv4 cover from `desired`, the whole deny list, and
+    /// writes the words that differ. Hint bits are only cleared where no entry of `desired`
+    /// needs them, and cover bits only set for prefixes of `desired`, which are in the trie by
+    /// then, so this is safe after the removals and never opens a gap.
     pub fn rebuild_deny_hints(&mut self, desired: &BTreeSet<IpNet>) -> Result<(), MapsError> {
         let words = capacity::DENY_HINT_WORDS as usize;
         let mut v4 = vec![0u64; words];
         let mut v6 = vec![0u64; words];
+        let mut cover = vec![0u64; words];
         for net in desired {
+            if let Some((first, count)) = cover_range(net) {
+                for_each_word(first, count, |w, bits| cover[w as usize] |= bits);
+            }
             let mut touched = std::collections::BTreeMap::new();
             hint_words(net, &mut touched);
             let target = match net {
@@ -310,6 +326,7 @@ impl EdgeMaps {
         for (map, name, want) in [
             (&mut self.deny_hint_v4, names::DENY_HINT_V4, v4),
             (&mut self.deny_hint_v6, names::DENY_HINT_V6, v6),
+            (&mut self.deny_cover_v4, names::DENY_COVER_V4, cover),
         ] {
             for (index, want) in want.into_iter().enumerate() {
                 let index = index as u32;
@@ -475,6 +492,61 @@ impl EdgeMaps {
             (names::THROTTLE_V6, self.throttle_v6.keys().count()),
         ]
     }
+}
+
+/// The /24s (as hint bits: first, count) that `net` covers whole, for an IPv4 prefix of /24 or
+/// shorter.
+fn cover_range(net: &IpNet) -> Option<(u32, u64)> {
+    match net {
+        IpNet::V4(n) if n.prefix_len() <= 24 => Some((
+            hint::v4_bit(n.network().octets()),
+            1u64 << (24 - n.prefix_len()),
+        )),
+        _ => None,
+    }
+}
+
+/// Calls `f(word index, bits)` for the words holding bits `first..first + count`.
+fn for_each_word(first: u32, count: u64, mut f: impl FnMut(u32, u64)) {
+    let end = first as u64 + count;
+    let mut bit = first as u64;
+    while bit < end {
+        let word = (bit / 64) as u32;
+        let lo = bit % 64;
+        let hi = (end - word as u64 * 64).min(64);
+        let mask = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        f(word, mask);
+        bit = (word as u64 + 1) * 64;
+    }
+}
+
+/// Sets or clears the cover bits of `net` (nothing for a /25 or longer).
+fn update_cover(map: &mut Array<MapData, u64>, net: &IpNet, set: bool) -> Result<(), MapsError> {
+    let Some((first, count)) = cover_range(net) else {
+        return Ok(());
+    };
+    let mut result = Ok(());
+    for_each_word(first, count, |index, bits| {
+        if result.is_err() {
+            return;
+        }
+        result = (|| {
+            let current = map
+                .get(&index, 0)
+                .map_err(|s| op_err("read", names::DENY_COVER_V4, s))?;
+            let next = if set { current | bits } else { current & !bits };
+            if next != current {
+                map.set(index, next, 0)
+                    .map_err(|s| op_err("write", names::DENY_COVER_V4, s))?;
+            }
+            Ok(())
+        })();
+    });
+    result
 }
 
 /// ORs the hint bits of `net` into `words` (word index → bits); see `waf_common::hint`.
@@ -649,6 +721,23 @@ mod tests {
         assert_eq!(bits(&w), 1);
         assert!(looked_up(&w, "203.0.113.1"));
         assert!(!looked_up(&w, "203.0.114.77"));
+    }
+
+    #[test]
+    fn ipv4_cover_spans_whole_24s_only() {
+        let net = |s: &str| s.parse::<IpNet>().expect("test literal");
+        assert_eq!(cover_range(&net("198.51.100.0/25")), None);
+        assert_eq!(
+            cover_range(&net("198.51.100.0/24")),
+            Some((hint::v4_bit([198, 51, 100, 0]), 1))
+        );
+        assert_eq!(
+            cover_range(&net("198.51.0.0/16")),
+            Some((hint::v4_bit([198, 51, 0, 0]), 256))
+        );
+        let mut seen = Vec::new();
+        for_each_word(60, 70, |w, bits| seen.push((w, bits)));
+        assert_eq!(seen, vec![(0, 0xf << 60), (1, u64::MAX), (2, 0x3)]);
     }
 
     #[test]
