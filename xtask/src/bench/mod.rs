@@ -52,18 +52,23 @@ fn write_report(name: &str, markdown: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Smallest and largest of several runs of one configuration.
+/// Smallest, middle and largest of several runs of one configuration.
 #[derive(Clone, Copy, Debug)]
 struct Spread {
     min: f64,
+    median: f64,
     max: f64,
 }
 
 impl Spread {
     fn of(samples: &[f64]) -> Option<Spread> {
-        let min = samples.iter().copied().reduce(f64::min)?;
-        let max = samples.iter().copied().reduce(f64::max)?;
-        Some(Spread { min, max })
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *sorted.first()?,
+            median: sorted[sorted.len() / 2],
+            max: *sorted.last()?,
+        })
     }
 
     fn show(&self, decimals: usize) -> String {
