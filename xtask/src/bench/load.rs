@@ -29,6 +29,9 @@ pub struct Args {
     /// Seconds per flood.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Seconds of unmeasured flood after each switch of receiver.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
     /// Floods per receiver and packet kind; min and max over them are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -98,7 +101,7 @@ impl Env {
     }
 
     /// Floods for `args.seconds` and returns the figures, `dropped` read before and after.
-    fn flood(&self, args: &Args, kind: Kind, dropped: &dyn Fn() -> Result<u64>) -> Result<Sample> {
+    fn flood(&self, secs: f64, kind: Kind, dropped: &dyn Fn() -> Result<u64>) -> Result<Sample> {
         let tx0 = receivers::link_packets(&self.lab.peer, &self.lab.peer_if, "tx")?;
         let d0 = dropped()?;
         let s0 = flood::softirq_seconds()?;
@@ -106,7 +109,7 @@ impl Env {
             &self.lab.peer,
             &self.lab.peer_if,
             &self.config(kind),
-            args.seconds,
+            secs,
             None,
         )?;
         let s1 = flood::softirq_seconds()?;
@@ -156,38 +159,45 @@ fn setup() -> Result<Env> {
 }
 
 fn measure(args: &Args, env: &Env, entries: &[IpNet], results: &mut Results) -> Result<()> {
-    let kinds = [Kind::Udp, Kind::Syn];
-    for (ri, name) in RECEIVERS.iter().enumerate() {
-        eprintln!("bench load: {name}: setting up");
-        let t = Instant::now();
-        let (lab, host, iface) = (&env.lab, env.lab.host.as_str(), env.lab.host_if.as_str());
-        let counter: Box<dyn Fn() -> Result<u64>> = match ri {
-            0 => {
-                let ours = Ours::attach(xdp::our_filter(entries)?, host, iface)?;
-                Box::new(move || ours.counter(Counter::DropDeny))
-            }
-            1 => {
-                let peer = XdpFilter::attach(entries, host, iface)?;
-                Box::new(move || peer.dropped())
-            }
-            2 => {
-                let nft = Nft::load(entries, host, iface)?;
-                Box::new(move || nft.dropped())
-            }
-            _ => {
-                let (ns, ifname) = (lab.host.clone(), lab.host_if.clone());
-                Box::new(move || receivers::link_packets(&ns, &ifname, "rx"))
-            }
-        };
-        eprintln!(
-            "bench load: {name}: ready in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        for _ in 0..args.runs {
-            for (ki, kind) in kinds.iter().enumerate() {
+    let (host, iface) = (env.lab.host.as_str(), env.lab.host_if.as_str());
+    let t = Instant::now();
+    eprintln!("bench load: loading the lists into each receiver");
+    let ours = Ours::load(xdp::our_filter(entries)?)?;
+    let peer = XdpFilter::load(entries)?;
+    let nft = Nft::load(entries, host)?;
+    eprintln!("bench load: ready in {:.1} s", t.elapsed().as_secs_f64());
+    let dropped = |ri: usize| -> Result<u64> {
+        match ri {
+            0 => ours.counter(Counter::DropDeny),
+            1 => peer.dropped(),
+            2 => nft.dropped(),
+            _ => receivers::link_packets(host, iface, "rx"),
+        }
+    };
+    for run in 0..args.runs {
+        eprintln!("bench load: run {} of {}", run + 1, args.runs);
+        // Each run starts with another receiver, so none always follows the same one.
+        for step in 0..RECEIVERS.len() {
+            let ri = (run + step) % RECEIVERS.len();
+            // On the interface for this receiver's floods, off again at the end of the step.
+            let _xdp = match ri {
+                0 => Some(receivers::Attached::new(host, iface, &ours.pin())?),
+                1 => Some(receivers::Attached::new(host, iface, peer.pin())?),
+                _ => None,
+            };
+            let _hook = if ri == 2 {
+                Some(nft.hook(iface)?)
+            } else {
+                None
+            };
+            // A flood that is not measured: right after a switch, veth's queue may still be
+            // stopped from the previous flood, which stalls the generator for a moment.
+            env.flood(args.warmup, Kind::Udp, &|| dropped(ri))
+                .context("warm-up flood")?;
+            for (ki, kind) in [Kind::Udp, Kind::Syn].iter().enumerate() {
                 let s = env
-                    .flood(args, *kind, &*counter)
-                    .with_context(|| format!("{} flood against {name}", kind.name()))?;
+                    .flood(args.seconds, *kind, &|| dropped(ri))
+                    .with_context(|| format!("{} flood against {}", kind.name(), RECEIVERS[ri]))?;
                 results[ri][ki].push(s);
             }
         }
@@ -214,7 +224,8 @@ fn spoofed(args: &Args, env: &Env, entries: &[IpNet]) -> Result<Spoofed> {
     let mut filter = xdp::our_filter(entries)?;
     filter.set_rate(args.rate, args.rate);
     filter.allow(&format!("{ALLOWED}/32"));
-    let ours = Ours::attach(filter, &env.lab.host, &env.lab.host_if)?;
+    let ours = Ours::load(filter)?;
+    let _attached = receivers::Attached::new(&env.lab.host, &env.lab.host_if, &ours.pin())?;
     let before = ours.filter.counters();
     let (allowed_sent, denied_sent) = (100, 20);
     let flood_secs = args.seconds.max(8.0);
@@ -271,7 +282,7 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
     let _ = writeln!(
         md,
         "{} deny entries (every flood source among them as an exact address), {} runs of \
-         {:.0} s per receiver and kind, min–max over the runs. trafgen on one CPU in the \
+         {:.0} s per receiver and kind, the receivers taking turns within each run (each turn starting with an unmeasured {:.0} s flood), min–max over the runs. trafgen on one CPU in the \
          generator namespace, as fast as it can; the receiver is a veth in driver-mode XDP \
          (nftables: netdev ingress hook). Offered: packets the generator's interface sent \
          (veth holds the sender back when the receiver falls behind). Dropped: the receiver's own \
@@ -285,7 +296,7 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
          driver does not have and nftables and the plain stack do not pay here. This flood \
          ranks the XDP filters against each other; it understates their edge over nftables \
          and no filter.\n",
-        args.entries, args.runs, args.seconds
+        args.entries, args.runs, args.seconds, args.warmup
     );
     for (ki, kind) in [Kind::Udp, Kind::Syn].iter().enumerate() {
         let _ = writeln!(md, "## {} flood\n", kind.name());

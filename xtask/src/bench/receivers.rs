@@ -1,8 +1,13 @@
 //! What sits on the receiving interface during a flood: our program, xdp-filter, an
-//! nftables set at the netdev ingress hook, or nothing. Each counts what it dropped and
-//! takes itself off the interface when dropped.
+//! nftables set at the netdev ingress hook, or nothing. Each is loaded with its list once and
+//! put on and taken off the interface around each flood, so that runs of different receivers
+//! alternate and share the machine's background noise; each counts what it dropped.
 
-use std::{fmt::Write as _, path::Path, process::Command};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -23,13 +28,13 @@ fn in_ns(ns: &str) -> Command {
 }
 
 /// An XDP program attached in driver mode from its pin; detached when dropped.
-struct Attached {
+pub struct Attached {
     ns: String,
     iface: String,
 }
 
 impl Attached {
-    fn new(ns: &str, iface: &str, pin: &Path) -> Result<Attached> {
+    pub fn new(ns: &str, iface: &str, pin: &Path) -> Result<Attached> {
         cmd::run(
             in_ns(ns)
                 .args(["ip", "link", "set", "dev", iface, "xdpdrv", "pinned"])
@@ -50,18 +55,16 @@ impl Drop for Attached {
     }
 }
 
-/// Our program with its deny list, attached to `iface`.
+/// Our program with its deny list, pinned for `Attached`.
 pub struct Ours {
-    _attached: Attached,
-    _pin: PinDir,
+    pin: PinDir,
     pub filter: Filter,
 }
 
 impl Ours {
-    pub fn attach(filter: Filter, ns: &str, iface: &str) -> Result<Ours> {
+    pub fn load(filter: Filter) -> Result<Ours> {
         let mut filter = filter;
         let pin = PinDir::create("bench-waf-prog-")?;
-        let path = pin.0.join("prog");
         let prog: &mut Xdp = filter
             .loaded
             .ebpf
@@ -69,12 +72,13 @@ impl Ours {
             .context("our program is missing")?
             .try_into()
             .context("our program is not XDP")?;
-        prog.pin(&path).context("pinning our program")?;
-        Ok(Ours {
-            _attached: Attached::new(ns, iface, &path)?,
-            _pin: pin,
-            filter,
-        })
+        prog.pin(pin.0.join("prog"))
+            .context("pinning our program")?;
+        Ok(Ours { pin, filter })
+    }
+
+    pub fn pin(&self) -> PathBuf {
+        self.pin.0.join("prog")
     }
 
     pub fn counter(&self, c: Counter) -> Result<u64> {
@@ -82,21 +86,22 @@ impl Ours {
     }
 }
 
-/// xdp-filter's program with the same list, attached to `iface`.
+/// xdp-filter's program with the same list, pinned for `Attached`.
 pub struct XdpFilter {
-    _attached: Attached,
     object: xdp_filter::Object,
+    pin: PathBuf,
 }
 
 impl XdpFilter {
-    pub fn attach(entries: &[IpNet], ns: &str, iface: &str) -> Result<XdpFilter> {
+    pub fn load(entries: &[IpNet]) -> Result<XdpFilter> {
         let mut object = xdp_filter::Object::load(entries.len())?;
         object.fill(entries)?;
         let pin = object.pin_program()?;
-        Ok(XdpFilter {
-            _attached: Attached::new(ns, iface, &pin)?,
-            object,
-        })
+        Ok(XdpFilter { object, pin })
+    }
+
+    pub fn pin(&self) -> &Path {
+        &self.pin
     }
 
     /// Packets it returned XDP_DROP for, from its own `xdp_stats_map` (per-CPU records of
@@ -111,16 +116,16 @@ impl XdpFilter {
 }
 
 const NFT_TABLE: &str = "waf_bench";
+const NFT_SETS: [&str; 4] = ["deny4", "deny4net", "deny6", "deny6net"];
 
-/// An nftables table with the list in four sets (exact addresses in hash sets, prefixes in
-/// interval sets, per family), dropping at the ingress hook of `iface`, the earliest point
-/// nftables sees a packet.
+/// An nftables table with the list in four sets: exact addresses in hash sets, prefixes in
+/// interval sets, per family.
 pub struct Nft {
     ns: String,
 }
 
 impl Nft {
-    pub fn load(entries: &[IpNet], ns: &str, iface: &str) -> Result<Nft> {
+    pub fn load(entries: &[IpNet], ns: &str) -> Result<Nft> {
         // deny4, deny4net, deny6, deny6net
         let mut sets: [String; 4] = Default::default();
         for net in entries {
@@ -141,7 +146,6 @@ impl Nft {
             sets[i].push_str(&text);
         }
         let mut ruleset = format!("table netdev {NFT_TABLE} {{\n");
-        let names = ["deny4", "deny4net", "deny6", "deny6net"];
         for (i, elements) in sets.iter().enumerate() {
             let ty = if i < 2 { "ipv4_addr" } else { "ipv6_addr" };
             let flags = if i % 2 == 1 {
@@ -149,28 +153,41 @@ impl Nft {
             } else {
                 ""
             };
-            let _ = write!(ruleset, "  set {} {{ type {ty};{flags}", names[i]);
+            let _ = write!(ruleset, "  set {} {{ type {ty};{flags}", NFT_SETS[i]);
             if !elements.is_empty() {
                 let _ = write!(ruleset, " elements = {{ {elements} }}");
             }
             ruleset.push_str(" }\n");
         }
         // A named counter: reading it does not make nft fetch the sets' million elements.
-        let _ = write!(
-            ruleset,
-            "  counter dropped {{ }}\n  chain ingress {{\n    type filter hook ingress device \
-             \"{iface}\" priority -500; policy accept;\n    ip saddr @deny4 counter name dropped \
-             drop\n    ip saddr @deny4net counter name dropped drop\n    ip6 saddr @deny6 \
-             counter name dropped drop\n    ip6 saddr @deny6net counter name dropped drop\n  \
-             }}\n}}\n"
-        );
+        ruleset.push_str("  counter dropped { }\n}\n");
+        let nft = Nft { ns: ns.to_owned() };
+        nft.apply(&ruleset)?;
+        Ok(nft)
+    }
+
+    fn apply(&self, ruleset: &str) -> Result<()> {
         let file = std::env::temp_dir().join(waf_tests::unique("bench-nft-"));
         std::fs::write(&file, ruleset).with_context(|| format!("writing {}", file.display()))?;
-        let nft = Nft { ns: ns.to_owned() };
-        let result = cmd::run(in_ns(ns).args(["nft", "-f"]).arg(&file));
+        let result = cmd::run(in_ns(&self.ns).args(["nft", "-f"]).arg(&file));
         let _ = std::fs::remove_file(&file);
-        result?;
-        Ok(nft)
+        result.map(|_| ())
+    }
+
+    /// Hooks the sets into the ingress of `iface`, the earliest point nftables sees a packet,
+    /// until the returned guard is dropped.
+    pub fn hook(&self, iface: &str) -> Result<NftHook<'_>> {
+        let mut rules = format!(
+            "table netdev {NFT_TABLE} {{\n  chain ingress {{\n    type filter hook ingress \
+             device \"{iface}\" priority -500; policy accept;\n"
+        );
+        for (i, set) in NFT_SETS.iter().enumerate() {
+            let family = if i < 2 { "ip" } else { "ip6" };
+            let _ = writeln!(rules, "    {family} saddr @{set} counter name dropped drop");
+        }
+        rules.push_str("  }\n}\n");
+        self.apply(&rules)?;
+        Ok(NftHook(self))
     }
 
     /// Packets the drop rules counted.
@@ -185,6 +202,17 @@ impl Nft {
             .flatten()
             .find_map(|item| item["counter"]["packets"].as_u64())
             .with_context(|| format!("no counter in nft's answer: {v}"))
+    }
+}
+
+/// The ingress chain of `Nft::hook`; removed when dropped, the sets stay.
+pub struct NftHook<'a>(&'a Nft);
+
+impl Drop for NftHook<'_> {
+    fn drop(&mut self) {
+        let _ = in_ns(&self.0.ns)
+            .args(["nft", "delete", "chain", "netdev", NFT_TABLE, "ingress"])
+            .output();
     }
 }
 
