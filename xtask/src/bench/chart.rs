@@ -73,7 +73,8 @@ fn draw_panel(
         .flat_map(|s| s.values.iter().flatten())
         .map(|v| v.max)
         .fold(0.0, f64::max);
-    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    // Headroom above the bars for the legend.
+    let top = if top > 0.0 { top * 1.6 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 18))
         .margin(12)

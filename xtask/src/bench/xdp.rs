@@ -288,7 +288,7 @@ fn charts(results: &[SizeResult]) -> Result<()> {
         .iter()
         .map(|r| format!("{} entries", r.size))
         .collect();
-    let panels = [0usize, 1, 3]
+    let panels = [0usize, 1, 2, 3]
         .iter()
         .map(|&pi| chart::Panel {
             title: probes[pi].name.to_string(),
