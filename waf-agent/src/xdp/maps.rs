@@ -228,19 +228,37 @@ impl EdgeMaps {
     /// a batch. Exact addresses go to the hash maps, prefixes to the tries. The entry's hint
     /// bits are set first, so the entry counts from the moment it is in its map.
     pub fn deny_insert_raw(&mut self, net: IpNet) -> Result<(), MapsError> {
-        let mut words = std::collections::BTreeMap::new();
-        hint_words(&net, &mut words);
-        let (map, name) = match net {
-            IpNet::V4(_) => (&mut self.deny_hint_v4, names::DENY_HINT_V4),
-            IpNet::V6(_) => (&mut self.deny_hint_v6, names::DENY_HINT_V6),
-        };
-        for (index, bits) in words {
-            let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
-            if current | bits != current {
-                map.set(index, current | bits, 0)
-                    .map_err(|s| op_err("write", name, s))?;
+        self.mark_deny_hints(&[net])?;
+        self.deny_insert_entry(net)
+    }
+
+    /// Sets the hint bits of `nets`, reading and writing each touched word once.
+    fn mark_deny_hints(&mut self, nets: &[IpNet]) -> Result<(), MapsError> {
+        let mut v4 = std::collections::BTreeMap::new();
+        let mut v6 = std::collections::BTreeMap::new();
+        for net in nets {
+            match net {
+                IpNet::V4(_) => hint_words(net, &mut v4),
+                IpNet::V6(_) => hint_words(net, &mut v6),
             }
         }
+        for (map, name, words) in [
+            (&mut self.deny_hint_v4, names::DENY_HINT_V4, v4),
+            (&mut self.deny_hint_v6, names::DENY_HINT_V6, v6),
+        ] {
+            for (index, bits) in words {
+                let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
+                if current | bits != current {
+                    map.set(index, current | bits, 0)
+                        .map_err(|s| op_err("write", name, s))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the entry itself; its hint bits must already be set.
+    fn deny_insert_entry(&mut self, net: IpNet) -> Result<(), MapsError> {
         match net {
             IpNet::V4(n) if n.prefix_len() == 32 => self
                 .deny_v4
@@ -287,8 +305,9 @@ impl EdgeMaps {
         let current = self.deny_entries();
         let add: Vec<IpNet> = desired.difference(&current).copied().collect();
         let remove: Vec<IpNet> = current.difference(desired).copied().collect();
+        self.mark_deny_hints(&add)?;
         for net in &add {
-            self.deny_insert_raw(*net)?;
+            self.deny_insert_entry(*net)?;
         }
         for net in &remove {
             self.deny_remove_raw(*net)?;

@@ -120,20 +120,19 @@ struct SizeResult {
     ns: Vec<[Option<Spread>; 4]>,
 }
 
-/// Loads our filter into its own pin directory with `entries` on its deny list, in enforce
-/// mode with the agent's default event sampling (1 in 64) and no rate limit (a test run
-/// repeats one source, which a rate limit would turn into drops).
+/// Loads our filter into its own pin directory with `entries` on its deny list, written as the
+/// agent writes a feed (`sync_deny`), in enforce mode with the agent's default event sampling
+/// (1 in 64) and no rate limit (a test run repeats one source, which a rate limit would turn
+/// into drops).
 pub fn our_filter(entries: &[IpNet]) -> Result<Filter> {
     let mut f = Filter::new();
     f.maps
         .update_settings(|s| s.sample_every = 64)
         .context("writing settings")?;
-    for net in entries {
-        f.maps
-            .deny_insert_raw(*net)
-            .with_context(|| format!("deny insert {net}"))?;
-    }
-    f.maps.refresh_present().context("presence bits")?;
+    let desired = entries.iter().copied().collect();
+    f.maps
+        .sync_deny(&desired)
+        .context("writing the deny list")?;
     Ok(f)
 }
 
