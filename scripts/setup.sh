@@ -11,8 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: LLVM 22 for bpf-linker (it must match the nightly's LLVM major), the
-# kernel-test, VM-test, packaging and lab tools, and the peers the benchmarks and
-# evaluations compare against.
+# kernel-test, VM-test, packaging and lab tools, the peers the benchmarks and evaluations
+# compare against, the flood generator (trafgen, in netsniff-ng) and the chart font.
 packages=(
     llvm-22-dev libpolly-22-dev clang
     iproute2 iputils-ping ethtool bpftool
@@ -20,6 +20,7 @@ packages=(
     nginx libnginx-mod-http-modsecurity modsecurity-crs
     wrk qemu-system-x86 cpio busybox-static
     file binutils util-linux curl debootstrap systemd dpkg-dev
+    netsniff-ng fonts-dejavu-core
     pkg-config libssl-dev
 )
 missing=()

@@ -2,10 +2,12 @@
 //! every packet shape, every decision, with the exact counters each must move.
 
 use std::{
+    collections::BTreeSet,
     net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use waf_agent::xdp::clock;
 use waf_common::{Counter, Mode};
 use waf_tests::{
@@ -218,6 +220,24 @@ fn ipv4_prefix_edges_deny_inside_and_pass_outside() {
         f.moved_since(&before),
         vec![("pass_clean", 2), ("drop_deny", 2)]
     );
+}
+
+#[test]
+fn removing_a_covering_prefix_keeps_a_shorter_one_that_overlaps_it() {
+    let mut f = Filter::new();
+    let both: BTreeSet<IpNet> = [net("198.18.0.0/16"), net("198.18.7.0/24")].into();
+    f.maps.sync_deny(&both).expect("sync");
+    assert_eq!(f.run(&frames::v4(v4("198.18.7.9"))), XDP_DROP);
+    let outer: BTreeSet<IpNet> = [net("198.18.0.0/16")].into();
+    f.maps.sync_deny(&outer).expect("sync");
+    assert_eq!(f.run(&frames::v4(v4("198.18.7.9"))), XDP_DROP);
+    assert_eq!(f.run(&frames::v4(v4("198.18.200.1"))), XDP_DROP);
+    let inner: BTreeSet<IpNet> = [net("198.18.7.0/24")].into();
+    f.maps.sync_deny(&inner).expect("sync");
+    assert_eq!(f.run(&frames::v4(v4("198.18.7.9"))), XDP_DROP);
+    assert_eq!(f.run(&frames::v4(v4("198.18.200.1"))), XDP_PASS);
+    f.maps.sync_deny(&BTreeSet::new()).expect("sync");
+    assert_eq!(f.run(&frames::v4(v4("198.18.7.9"))), XDP_PASS);
 }
 
 #[test]

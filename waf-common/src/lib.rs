@@ -8,7 +8,7 @@
 
 /// Bumped whenever a map's name, key, value or meaning changes. The agent refuses to adopt
 /// pinned maps whose `Settings::layout_version` differs, instead of misreading them.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the maps as they appear in the object file and under the pin directory.
 pub mod maps {
@@ -26,9 +26,12 @@ pub mod maps {
     pub const THROTTLE_V4: &str = "THROTTLE_V4";
     pub const THROTTLE_V6: &str = "THROTTLE_V6";
     pub const RATE: &str = "RATE";
+    pub const DENY_HINT_V4: &str = "DENY_HINT_V4";
+    pub const DENY_HINT_V6: &str = "DENY_HINT_V6";
+    pub const DENY_COVER_V4: &str = "DENY_COVER_V4";
 
     /// Every map the agent pins, in a stable order.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         SETTINGS,
         COUNTERS,
         EVENTS,
@@ -43,6 +46,9 @@ pub mod maps {
         THROTTLE_V4,
         THROTTLE_V6,
         RATE,
+        DENY_HINT_V4,
+        DENY_HINT_V6,
+        DENY_COVER_V4,
     ];
 }
 
@@ -62,6 +68,76 @@ pub mod capacity {
     pub const RATE: u32 = 262_144;
     /// Ring buffer for sampled drop events, in bytes (a power of two, page aligned).
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// 64-bit words in each deny hint: 2^24 bits, 2 MiB.
+    pub const DENY_HINT_WORDS: u32 = 1 << 18;
+}
+
+/// Deny hints: a bitmap per family that says which parts of the address space may hold a
+/// deny entry. A source whose bits are clear is on no deny list, so the program skips the hash
+/// and, above all, the LPM trie lookup, which dominates the cost of a clean packet once the
+/// prefix list is long. A set bit only means "look it up": the agent sets bits before it
+/// inserts entries and clears them only when it rebuilds the hint from the whole list, so a
+/// stale bit costs a lookup and never lets a denied source through.
+///
+/// IPv4: one bit per /24, the bit index being the /24 itself; a shorter prefix sets the bit
+/// of every /24 it covers. IPv6 has two levels in one bitmap, each hashed into half of it: a
+/// prefix of /48 or shorter sets the bit of each /48 it covers (all of that half when it
+/// covers more than `V6_MAX_EXPAND` of them); a prefix from /49 to /55 sets the bit of the
+/// /48 it lies in; a /56 or longer entry sets the bit of each /64 it covers (256 at most).
+/// A source may be denied when its /48 bit or its /64 bit is set.
+///
+/// `DENY_COVER_V4` is the converse for IPv4: one bit per /24 that a deny prefix of /24 or
+/// shorter covers whole, so that a source there is dropped without the trie lookup. The
+/// agent sets a bit after the prefix is in the trie and clears the bits of a prefix before
+/// it leaves the trie (then rebuilds them from the whole list), so a set bit is always
+/// backed by an entry, and a cleared one only sends the packet to the full lookup.
+pub mod hint {
+    use super::capacity::DENY_HINT_WORDS;
+
+    /// Bits in each hint.
+    pub const BITS: u32 = DENY_HINT_WORDS * 64;
+    /// Bits in each IPv6 level.
+    pub const V6_LEVEL_BITS: u32 = BITS / 2;
+    /// The most /48s a short IPv6 prefix is expanded into before it saturates its level.
+    pub const V6_MAX_EXPAND: u64 = 1 << 16;
+    /// The shortest IPv6 prefix recorded at the /64 level.
+    pub const V6_FINE_FROM: u8 = 56;
+
+    /// The hint bit of an IPv4 source: its /24.
+    #[inline(always)]
+    pub const fn v4_bit(addr: [u8; 4]) -> u32 {
+        (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32
+    }
+
+    /// Multiplicative hashing of a prefix into one IPv6 level.
+    #[inline(always)]
+    const fn level_bit(prefix: u64) -> u32 {
+        (prefix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 41) as u32 & (V6_LEVEL_BITS - 1)
+    }
+
+    /// The hint bit of the /48 whose first 48 bits are `top48`.
+    #[inline(always)]
+    pub const fn v6_bit_48(top48: u64) -> u32 {
+        level_bit(top48)
+    }
+
+    /// The hint bit of the /64 whose first 64 bits are `top64`.
+    #[inline(always)]
+    pub const fn v6_bit_64(top64: u64) -> u32 {
+        V6_LEVEL_BITS + level_bit(top64)
+    }
+
+    /// The /48 and /64 hint bits of an IPv6 source.
+    #[inline(always)]
+    pub const fn v6_bits(addr: &[u8; 16]) -> (u32, u32) {
+        let mut top64 = 0u64;
+        let mut i = 0;
+        while i < 8 {
+            top64 = top64 << 8 | addr[i] as u64;
+            i += 1;
+        }
+        (v6_bit_48(top64 >> 16), v6_bit_64(top64))
+    }
 }
 
 /// What the program does with packets it would drop.

@@ -3,7 +3,8 @@
 //! 1. allow list (IPv4/IPv6 prefixes) → pass;
 //! 2. panic mode → drop everything else (ARP and IPv6 neighbour discovery still pass);
 //! 3. an unexpired timed ban covering the source → drop;
-//! 4. deny list: exact addresses in a hash, prefixes in an LPM trie → drop;
+//! 4. deny list: exact addresses in a hash, prefixes in an LPM trie → drop; both are skipped
+//!    when the family's deny hint (`waf_common::hint`) rules the source out;
 //! 5. per-source rate limit (GCRA, a playbook's throttle taking precedence) → drop when over;
 //! 6. otherwise pass.
 //!
@@ -28,8 +29,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use waf_common::{
-    capacity, present, BanEntry, Counter, DropEvent, Mode, RateKey, RateState, Settings, Throttle,
-    COUNTER_COUNT,
+    capacity, hint, present, BanEntry, Counter, DropEvent, Mode, RateKey, RateState, Settings,
+    Throttle, COUNTER_COUNT,
 };
 
 use crate::parse::{Packet, V6Tail};
@@ -63,6 +64,12 @@ static THROTTLE_V4: LpmTrie<[u8; 4], Throttle> = LpmTrie::pinned(capacity::THROT
 static THROTTLE_V6: LpmTrie<[u8; 16], Throttle> = LpmTrie::pinned(capacity::THROTTLE, 0);
 #[map(name = "RATE")]
 static RATE: LruHashMap<RateKey, RateState> = LruHashMap::pinned(capacity::RATE, 0);
+#[map(name = "DENY_HINT_V4")]
+static DENY_HINT_V4: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
+#[map(name = "DENY_HINT_V6")]
+static DENY_HINT_V6: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
+#[map(name = "DENY_COVER_V4")]
+static DENY_COVER_V4: Array<u64> = Array::pinned(capacity::DENY_HINT_WORDS, 0);
 
 /// Settings used when the agent has not written any yet: filter nothing, count everything.
 const UNCONFIGURED: Settings = Settings::new(Mode::Monitor);
@@ -143,11 +150,18 @@ fn decide_v4(settings: &Settings, src: [u8; 4]) -> Verdict {
             }
         }
     }
-    // SAFETY: DENY_V4 is only read here, and its value is copied out at once.
-    if settings.present & present::DENY_V4 != 0 && unsafe { DENY_V4.get(&src) }.is_some() {
+    let bit = hint::v4_bit(src);
+    let hinted = settings.present & (present::DENY_V4 | present::DENY_NET_V4) != 0
+        && hint_set(&DENY_HINT_V4, bit);
+    if hinted && settings.present & present::DENY_NET_V4 != 0 && cover_set(bit) {
         return Verdict::Drop(Counter::DropDeny, addr, 4);
     }
-    if settings.present & present::DENY_NET_V4 != 0 && DENY_NET_V4.get(&key).is_some() {
+    // SAFETY: DENY_V4 is only read here, and its value is copied out at once.
+    if hinted && settings.present & present::DENY_V4 != 0 && unsafe { DENY_V4.get(&src) }.is_some()
+    {
+        return Verdict::Drop(Counter::DropDeny, addr, 4);
+    }
+    if hinted && settings.present & present::DENY_NET_V4 != 0 && DENY_NET_V4.get(&key).is_some() {
         return Verdict::Drop(Counter::DropDeny, addr, 4);
     }
     let mut rate_key = [0u8; 16];
@@ -196,11 +210,15 @@ fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
             }
         }
     }
+    let (bit48, bit64) = hint::v6_bits(&src);
+    let hinted = settings.present & (present::DENY_V6 | present::DENY_NET_V6) != 0
+        && (hint_set(&DENY_HINT_V6, bit48) || hint_set(&DENY_HINT_V6, bit64));
     // SAFETY: as in `decide_v4`.
-    if settings.present & present::DENY_V6 != 0 && unsafe { DENY_V6.get(&src) }.is_some() {
+    if hinted && settings.present & present::DENY_V6 != 0 && unsafe { DENY_V6.get(&src) }.is_some()
+    {
         return Verdict::Drop(Counter::DropDeny, src, 6);
     }
-    if settings.present & present::DENY_NET_V6 != 0 && DENY_NET_V6.get(&key).is_some() {
+    if hinted && settings.present & present::DENY_NET_V6 != 0 && DENY_NET_V6.get(&key).is_some() {
         return Verdict::Drop(Counter::DropDeny, src, 6);
     }
     let mut interval = settings.rate_interval_ns;
@@ -223,6 +241,26 @@ fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
         }
     }
     Verdict::Pass(Counter::PassClean)
+}
+
+/// Whether `bit` is set in a deny hint. A missing word (never, with an index below
+/// `hint::BITS`) reads as set: the hint may only ever send a packet to the full lookup.
+#[inline(always)]
+fn hint_set(map: &Array<u64>, bit: u32) -> bool {
+    match map.get(bit / 64) {
+        Some(word) => *word & (1u64 << (bit % 64)) != 0,
+        None => true,
+    }
+}
+
+/// Whether a deny prefix covers the whole /24 of hint bit `bit`. A missing word reads as
+/// clear: this check may only ever spare a lookup, never decide a drop on its own.
+#[inline(always)]
+fn cover_set(bit: u32) -> bool {
+    match DENY_COVER_V4.get(bit / 64) {
+        Some(word) => *word & (1u64 << (bit % 64)) != 0,
+        None => false,
+    }
 }
 
 /// Keeps the first `prefix` bits of `addr`.

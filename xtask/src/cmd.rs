@@ -71,3 +71,27 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The command as one would type it.
+pub fn line(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Runs `cmd` to completion and returns its output; an error names the command, its exit
+/// status and its stderr.
+pub fn capture(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{}`", line(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            line(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation. One module per subcommand.
 
+mod bench;
 mod bench_feeds;
 mod bench_proxy;
 mod cmd;
@@ -50,6 +51,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Per-packet cost from BPF_PROG_TEST_RUN: ours, a bare XDP_PASS, xdp-filter.
+    Xdp(bench::xdp::Args),
+    /// Floods at the NIC (ours, xdp-filter, nftables, no filter), a spoofed-source flood,
+    /// then the proxy under load.
+    Load(bench::load::Args),
     /// Throughput and latency: direct, through the proxy, through nginx + ModSecurity.
     Proxy(bench_proxy::Args),
     /// Parse and apply 1M feed entries, then a 10k-entry delta.
@@ -65,6 +71,13 @@ fn main() -> anyhow::Result<()> {
         Command::Openapi => openapi::run(),
         Command::UdpFlood(args) => demo::udp_flood(&args),
         Command::WafEval(a) => waf_eval::run(&a),
+        Command::Bench(Bench::Xdp(a)) => bench::run(bench::Bench::Xdp(a)),
+        Command::Bench(Bench::Load(a)) => {
+            bench::run(bench::Bench::Load(a))?;
+            // The proxy under load belongs to the same report: direct, ours, ModSecurity.
+            let me = std::env::current_exe()?;
+            cmd::run(std::process::Command::new(me).args(["bench", "proxy"]))
+        }
         Command::Bench(Bench::Proxy(a)) => bench_proxy::run(&a),
         Command::Bench(Bench::Feeds(args)) => bench_feeds::run(&args),
     }

@@ -13,8 +13,8 @@ use aya::maps::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use waf_common::{
-    maps as names, present, BanEntry, Counter, Mode, Settings, Throttle, COUNTER_COUNT,
-    LAYOUT_VERSION,
+    capacity, hint, maps as names, present, BanEntry, Counter, Mode, Settings, Throttle,
+    COUNTER_COUNT, LAYOUT_VERSION,
 };
 
 /// Failures reading or writing the pinned maps.
@@ -71,6 +71,9 @@ pub struct EdgeMaps {
     deny_net_v6: Lpm6<u32>,
     throttle_v4: Lpm4<Throttle>,
     throttle_v6: Lpm6<Throttle>,
+    deny_hint_v4: Array<MapData, u64>,
+    deny_hint_v6: Array<MapData, u64>,
+    deny_cover_v4: Array<MapData, u64>,
 }
 
 fn open(pin_dir: &Path, name: &'static str) -> Result<Map, MapsError> {
@@ -115,6 +118,9 @@ impl EdgeMaps {
             deny_net_v6: typed!(pin_dir, names::DENY_NET_V6),
             throttle_v4: typed!(pin_dir, names::THROTTLE_V4),
             throttle_v6: typed!(pin_dir, names::THROTTLE_V6),
+            deny_hint_v4: typed!(pin_dir, names::DENY_HINT_V4),
+            deny_hint_v6: typed!(pin_dir, names::DENY_HINT_V6),
+            deny_cover_v4: typed!(pin_dir, names::DENY_COVER_V4),
         };
         let s = maps.settings()?;
         // A fresh map reads as all zeros; layout 0 means "not written yet", not a mismatch.
@@ -219,8 +225,40 @@ impl EdgeMaps {
     }
 
     /// Adds a deny entry without refreshing the presence bits; call `refresh_present` after
-    /// a batch. Exact addresses go to the hash maps, prefixes to the tries.
+    /// a batch. Exact addresses go to the hash maps, prefixes to the tries. The entry's hint
+    /// bits are set first, so the entry counts from the moment it is in its map.
     pub fn deny_insert_raw(&mut self, net: IpNet) -> Result<(), MapsError> {
+        self.mark_deny_hints(&[net])?;
+        self.deny_insert_entry(net)
+    }
+
+    /// Sets the hint bits of `nets`, reading and writing each touched word once.
+    fn mark_deny_hints(&mut self, nets: &[IpNet]) -> Result<(), MapsError> {
+        let mut v4 = std::collections::BTreeMap::new();
+        let mut v6 = std::collections::BTreeMap::new();
+        for net in nets {
+            match net {
+                IpNet::V4(_) => hint_words(net, &mut v4),
+                IpNet::V6(_) => hint_words(net, &mut v6),
+            }
+        }
+        for (map, name, words) in [
+            (&mut self.deny_hint_v4, names::DENY_HINT_V4, v4),
+            (&mut self.deny_hint_v6, names::DENY_HINT_V6, v6),
+        ] {
+            for (index, bits) in words {
+                let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
+                if current | bits != current {
+                    map.set(index, current | bits, 0)
+                        .map_err(|s| op_err("write", name, s))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the entry itself; its hint bits must already be set.
+    fn deny_insert_entry(&mut self, net: IpNet) -> Result<(), MapsError> {
         match net {
             IpNet::V4(n) if n.prefix_len() == 32 => self
                 .deny_v4
@@ -230,7 +268,11 @@ impl EdgeMaps {
                 .deny_v6
                 .insert(n.addr().octets(), 1, 0)
                 .map_err(|source| op_err("insert", names::DENY_V6, source)),
-            IpNet::V4(n) => lpm_insert_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n, 1),
+            IpNet::V4(n) => {
+                lpm_insert_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n, 1)?;
+                // After the trie insert: a cover bit must always be backed by an entry.
+                update_cover(&mut self.deny_cover_v4, &net, true)
+            }
             IpNet::V6(n) => lpm_insert_v6(&mut self.deny_net_v6, names::DENY_NET_V6, n, 1),
         }
     }
@@ -245,7 +287,12 @@ impl EdgeMaps {
                 .deny_v6
                 .remove(&n.addr().octets())
                 .map_err(|s| op_err("remove", names::DENY_V6, s)),
-            IpNet::V4(n) => lpm_remove_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n),
+            IpNet::V4(n) => {
+                // Before the trie removal; `rebuild_deny_hints` restores bits that another
+                // prefix still backs.
+                update_cover(&mut self.deny_cover_v4, &net, false)?;
+                lpm_remove_v4(&mut self.deny_net_v4, names::DENY_NET_V4, n)
+            }
             IpNet::V6(n) => lpm_remove_v6(&mut self.deny_net_v6, names::DENY_NET_V6, n),
         };
         ignore_missing(result)
@@ -258,14 +305,58 @@ impl EdgeMaps {
         let current = self.deny_entries();
         let add: Vec<IpNet> = desired.difference(&current).copied().collect();
         let remove: Vec<IpNet> = current.difference(desired).copied().collect();
+        self.mark_deny_hints(&add)?;
         for net in &add {
-            self.deny_insert_raw(*net)?;
+            self.deny_insert_entry(*net)?;
         }
         for net in &remove {
             self.deny_remove_raw(*net)?;
         }
+        if !remove.is_empty() {
+            self.rebuild_deny_hints(desired)?;
+        }
         self.refresh_present()?;
         Ok((add.len(), remove.len()))
+    }
+
+    /// Recomputes the deny hints and the IPv4 cover from `desired`, the whole deny list, and
+    /// writes the words that differ. Hint bits are only cleared where no entry of `desired`
+    /// needs them, and cover bits only set for prefixes of `desired`, which are in the trie by
+    /// then, so this is safe after the removals and never opens a gap.
+    pub fn rebuild_deny_hints(&mut self, desired: &BTreeSet<IpNet>) -> Result<(), MapsError> {
+        let words = capacity::DENY_HINT_WORDS as usize;
+        let mut v4 = vec![0u64; words];
+        let mut v6 = vec![0u64; words];
+        let mut cover = vec![0u64; words];
+        for net in desired {
+            if let Some((first, count)) = cover_range(net) {
+                for_each_word(first, count, |w, bits| cover[w as usize] |= bits);
+            }
+            let mut touched = std::collections::BTreeMap::new();
+            hint_words(net, &mut touched);
+            let target = match net {
+                IpNet::V4(_) => &mut v4,
+                IpNet::V6(_) => &mut v6,
+            };
+            for (index, bits) in touched {
+                target[index as usize] |= bits;
+            }
+        }
+        for (map, name, want) in [
+            (&mut self.deny_hint_v4, names::DENY_HINT_V4, v4),
+            (&mut self.deny_hint_v6, names::DENY_HINT_V6, v6),
+            (&mut self.deny_cover_v4, names::DENY_COVER_V4, cover),
+        ] {
+            for (index, want) in want.into_iter().enumerate() {
+                let index = index as u32;
+                let current = map.get(&index, 0).map_err(|s| op_err("read", name, s))?;
+                if current != want {
+                    map.set(index, want, 0)
+                        .map_err(|s| op_err("write", name, s))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Brings the allow tries to exactly `desired`; additions first, so nothing allowed
@@ -422,6 +513,105 @@ impl EdgeMaps {
     }
 }
 
+/// The /24s (as hint bits: first, count) that `net` covers whole, for an IPv4 prefix of /24 or
+/// shorter.
+fn cover_range(net: &IpNet) -> Option<(u32, u64)> {
+    match net {
+        IpNet::V4(n) if n.prefix_len() <= 24 => Some((
+            hint::v4_bit(n.network().octets()),
+            1u64 << (24 - n.prefix_len()),
+        )),
+        _ => None,
+    }
+}
+
+/// Calls `f(word index, bits)` for the words holding bits `first..first + count`.
+fn for_each_word(first: u32, count: u64, mut f: impl FnMut(u32, u64)) {
+    let end = first as u64 + count;
+    let mut bit = first as u64;
+    while bit < end {
+        let word = (bit / 64) as u32;
+        let lo = bit % 64;
+        let hi = (end - word as u64 * 64).min(64);
+        let mask = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        f(word, mask);
+        bit = (word as u64 + 1) * 64;
+    }
+}
+
+/// Sets or clears the cover bits of `net` (nothing for a /25 or longer).
+fn update_cover(map: &mut Array<MapData, u64>, net: &IpNet, set: bool) -> Result<(), MapsError> {
+    let Some((first, count)) = cover_range(net) else {
+        return Ok(());
+    };
+    let mut result = Ok(());
+    for_each_word(first, count, |index, bits| {
+        if result.is_err() {
+            return;
+        }
+        result = (|| {
+            let current = map
+                .get(&index, 0)
+                .map_err(|s| op_err("read", names::DENY_COVER_V4, s))?;
+            let next = if set { current | bits } else { current & !bits };
+            if next != current {
+                map.set(index, next, 0)
+                    .map_err(|s| op_err("write", names::DENY_COVER_V4, s))?;
+            }
+            Ok(())
+        })();
+    });
+    result
+}
+
+/// ORs the hint bits of `net` into `words` (word index → bits); see `waf_common::hint`.
+fn hint_words(net: &IpNet, words: &mut std::collections::BTreeMap<u32, u64>) {
+    // Ranges of 64 bits or more start on a word boundary: they are aligned to their length.
+    let mut set_range = |first: u32, count: u64| {
+        if count >= 64 {
+            for w in first / 64..(first as u64 + count).div_ceil(64) as u32 {
+                words.insert(w, u64::MAX);
+            }
+        } else {
+            for bit in first..first + count as u32 {
+                *words.entry(bit / 64).or_insert(0) |= 1u64 << (bit % 64);
+            }
+        }
+    };
+    match net {
+        IpNet::V4(n) => {
+            let first = hint::v4_bit(n.network().octets());
+            set_range(first, 1u64 << (24 - n.prefix_len().min(24)));
+        }
+        IpNet::V6(n) => {
+            let top64 = n.network().octets()[..8]
+                .iter()
+                .fold(0u64, |acc, b| acc << 8 | *b as u64);
+            let len = n.prefix_len();
+            if len <= 48 {
+                let count = 1u64 << (48 - len);
+                if count > hint::V6_MAX_EXPAND {
+                    set_range(0, hint::V6_LEVEL_BITS as u64);
+                } else {
+                    for i in 0..count {
+                        set_range(hint::v6_bit_48((top64 >> 16) + i), 1);
+                    }
+                }
+            } else if len < hint::V6_FINE_FROM {
+                set_range(hint::v6_bit_48(top64 >> 16), 1);
+            } else {
+                for i in 0..1u64 << (64 - len.min(64)) {
+                    set_range(hint::v6_bit_64(top64 + i), 1);
+                }
+            }
+        }
+    }
+}
+
 fn op_err(op: &'static str, name: &'static str, source: aya::maps::MapError) -> MapsError {
     MapsError::Op { op, name, source }
 }
@@ -505,4 +695,95 @@ fn lpm_remove_v6<V: aya::Pod>(
     let n = n.trunc();
     m.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
         .map_err(|source| op_err("remove", name, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, net::IpAddr};
+
+    use super::*;
+
+    fn words(net: &str) -> BTreeMap<u32, u64> {
+        let mut w = BTreeMap::new();
+        hint_words(&net.parse().expect("test literal"), &mut w);
+        w
+    }
+
+    fn is_set(w: &BTreeMap<u32, u64>, bit: u32) -> bool {
+        w.get(&(bit / 64))
+            .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+    }
+
+    /// Whether the program would look `addr` up with the hint `w`.
+    fn looked_up(w: &BTreeMap<u32, u64>, addr: &str) -> bool {
+        match addr.parse::<IpAddr>().expect("test literal") {
+            IpAddr::V4(a) => is_set(w, hint::v4_bit(a.octets())),
+            IpAddr::V6(a) => {
+                let (b48, b64) = hint::v6_bits(&a.octets());
+                is_set(w, b48) || is_set(w, b64)
+            }
+        }
+    }
+
+    fn bits(w: &BTreeMap<u32, u64>) -> u32 {
+        w.values().map(|v| v.count_ones()).sum()
+    }
+
+    #[test]
+    fn ipv4_hint_covers_every_24_of_a_prefix_and_nothing_else() {
+        let w = words("198.51.0.0/16");
+        assert_eq!(bits(&w), 256);
+        assert!(looked_up(&w, "198.51.0.1"));
+        assert!(looked_up(&w, "198.51.255.254"));
+        assert!(!looked_up(&w, "198.52.0.1"));
+        let w = words("203.0.113.77/32");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "203.0.113.1"));
+        assert!(!looked_up(&w, "203.0.114.77"));
+    }
+
+    #[test]
+    fn ipv4_cover_spans_whole_24s_only() {
+        let net = |s: &str| s.parse::<IpNet>().expect("test literal");
+        assert_eq!(cover_range(&net("198.51.100.0/25")), None);
+        assert_eq!(
+            cover_range(&net("198.51.100.0/24")),
+            Some((hint::v4_bit([198, 51, 100, 0]), 1))
+        );
+        assert_eq!(
+            cover_range(&net("198.51.0.0/16")),
+            Some((hint::v4_bit([198, 51, 0, 0]), 256))
+        );
+        let mut seen = Vec::new();
+        for_each_word(60, 70, |w, bits| seen.push((w, bits)));
+        assert_eq!(seen, vec![(0, 0xf << 60), (1, u64::MAX), (2, 0x3)]);
+    }
+
+    #[test]
+    fn ipv6_exact_address_marks_its_64_only() {
+        let w = words("2001:db8:0:ff::1/128");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "2001:db8:0:ff::9"));
+        assert!(!looked_up(&w, "2001:db8:0:fe::1"));
+    }
+
+    #[test]
+    fn ipv6_medium_prefix_marks_its_48_and_long_prefix_its_64s() {
+        let w = words("2001:db8:0:f000::/52");
+        assert_eq!(bits(&w), 1);
+        assert!(looked_up(&w, "2001:db8:0:ffff::1"));
+        let w = words("2001:db8:0:ff00::/56");
+        assert_eq!(bits(&w), 256);
+        assert!(looked_up(&w, "2001:db8:0:ffaa::1"));
+    }
+
+    #[test]
+    fn ipv6_short_prefix_expands_into_48s_or_saturates_their_level() {
+        let w = words("2001:db8::/40");
+        assert!(looked_up(&w, "2001:db8:ff:1::1"));
+        assert!(bits(&w) <= 256);
+        let w = words("2000::/16");
+        assert_eq!(bits(&w), hint::V6_LEVEL_BITS);
+        assert!(looked_up(&w, "3fff::1"));
+    }
 }
