@@ -56,7 +56,10 @@ impl Agent {
             .arg("--socket")
             .arg(socket_for(pin_dir))
             .args(["run", "--summary-interval", "1", "--state-dir"])
-            .arg(log.with_extension("state"))
+            .arg(
+                log.parent()
+                    .map_or_else(|| log.with_extension("state"), |d| d.join("state")),
+            )
             .arg("-c")
             .arg(config)
             .env("NO_COLOR", "1")

@@ -186,6 +186,7 @@ fn an_exception_added_through_the_api_lifts_a_false_positive_until_removed() {
     let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-exception-"));
     let dir = std::env::temp_dir().join(waf_tests::unique("waf-exception-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::create_dir_all(dir.join("notes")).expect("notes dir for the upstream");
     let config = dir.join("agent.yaml");
     std::fs::write(
         &config,

@@ -36,20 +36,41 @@ fn engine(c: &Control) -> std::result::Result<Engine, Failure> {
 #[utoipa::path(get, path = "/v1/rules", tag = "rules", responses((status = 200, body = Vec<RuleInfo>)))]
 pub async fn list_rules(State(c): State<Control>) -> Result<Vec<RuleInfo>> {
     let engine = engine(&c)?;
-    Ok(Json(
-        engine
-            .rules()
-            .iter()
-            .map(|r| RuleInfo {
-                id: r.id.clone(),
-                name: r.name.clone(),
-                category: r.category.name().to_owned(),
-                score: r.score,
-                action: r.action.map(|a| a.name().to_owned()),
-                paranoia_level: r.paranoia_level,
-            })
-            .collect(),
-    ))
+    let mut out: Vec<RuleInfo> = engine
+        .rules()
+        .iter()
+        .map(|r| RuleInfo {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            category: r.category.name().to_owned(),
+            score: r.score,
+            action: r.action.map(|a| a.name().to_owned()),
+            paranoia_level: r.paranoia_level,
+        })
+        .collect();
+    // The libinjection detectors are built in, not rule files; they can be excepted too.
+    for (id, name, category) in [
+        (
+            crate::inspect::detect::SQLI_ID,
+            "SQL injection (libinjection)",
+            "sql_injection",
+        ),
+        (
+            crate::inspect::detect::XSS_ID,
+            "Cross-site scripting (libinjection)",
+            "xss",
+        ),
+    ] {
+        out.push(RuleInfo {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            category: category.to_owned(),
+            score: None,
+            action: None,
+            paranoia_level: 1,
+        });
+    }
+    Ok(Json(out))
 }
 
 /// Runs a raw HTTP request (the body of this call) through the rules; nothing is forwarded.
