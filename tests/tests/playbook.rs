@@ -14,6 +14,19 @@ use waf_tests::{
 
 struct Upstream(Child);
 
+/// Removes the pins and the temporary directory of a test, whatever happened in it.
+struct Cleanup {
+    pin_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = waf_agent::xdp::loader::detach_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -82,6 +95,10 @@ fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
     let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-playbook-"));
     let dir = std::env::temp_dir().join(waf_tests::unique("waf-playbook-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
     let playbooks = dir.join("playbooks.yaml");
     std::fs::write(&playbooks, PLAYBOOKS).expect("write playbooks");
     let config = dir.join("agent.yaml");
@@ -176,8 +193,6 @@ fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
     );
     eprintln!("L7 block to NIC ban: {after:?}");
     agent.stop();
-    let _ = waf_agent::xdp::loader::detach_all(&pin_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -186,6 +201,10 @@ fn an_exception_added_through_the_api_lifts_a_false_positive_until_removed() {
     let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-exception-"));
     let dir = std::env::temp_dir().join(waf_tests::unique("waf-exception-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
     std::fs::create_dir_all(dir.join("notes")).expect("notes dir for the upstream");
     let config = dir.join("agent.yaml");
     std::fs::write(
@@ -302,6 +321,66 @@ fn an_exception_added_through_the_api_lifts_a_false_positive_until_removed() {
         "removed: blocked again"
     );
     agent.stop();
-    let _ = waf_agent::xdp::loader::detach_all(&pin_dir);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reload_restarts_the_proxy_with_the_new_mode() {
+    let lab = Lab::new(63, &[]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-reload-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-reload-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
+    let config = dir.join("agent.yaml");
+    let text = "waf:\n  mode: MODE\nedge:\n  interfaces: [IFACE]\n  mode: enforce\nproxy:\n  listen: \"0.0.0.0:8080\"\n  upstream: \"http://127.0.0.1:8000\"\n"
+        .replace("IFACE", &lab.host_if);
+    std::fs::write(&config, text.replace("MODE", "blocking")).expect("write config");
+    let _upstream = Upstream(
+        lab.in_host(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("upstream"),
+    );
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    agent.wait_for_log("proxy listening", Duration::from_secs(10));
+    let url = "http://198.18.63.1:8080/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_owned();
+    assert_eq!(
+        requests(&lab, "198.18.63.2", &[url.clone()]),
+        vec![403],
+        "blocking mode"
+    );
+    std::fs::write(&config, text.replace("MODE", "monitor")).expect("rewrite config");
+    let (code, out, err) = cli(&lab, &pin_dir, &["--json", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    agent.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        codes = requests(&lab, "198.18.63.2", &[url.clone()]);
+        if codes == vec![200] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        codes,
+        vec![200],
+        "monitor mode after the reload lets the request through; log:\n{}",
+        agent.log_text()
+    );
+    agent.stop();
 }

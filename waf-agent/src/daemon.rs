@@ -73,6 +73,18 @@ fn reload(
     };
     new.edge.pin_dir = pin_dir.to_owned();
     new.edge.interfaces = interfaces.to_vec();
+    // The proxy restarts from the new file: its rules must compile before anything applies.
+    if new.enabled {
+        if let Err(e) = crate::inspect::Engine::from_config(&new) {
+            let problems = vec![format!("rules: {e}")];
+            warn!(problems = %problems.join("; "), "configuration rejected; keeping the running one");
+            events.emit(SecurityEvent::config_rejected(&source, &problems));
+            return ReloadOutcome {
+                applied: false,
+                problems,
+            };
+        }
+    }
     // The operator's run-time mode stays unless the file's mode itself changed.
     let keep_mode = current.read().is_ok_and(|c| c.edge.mode == new.edge.mode);
     let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new, keep_mode);
@@ -235,17 +247,27 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         feeds::RunOptions::default(),
         shutdown_rx.clone(),
     ));
-    spawn_feed_events(feed_rx, reputation.clone(), bus.clone(), metrics.clone());
-
     let state_dir = current
         .read()
         .map(|c| c.state_dir.clone())
         .unwrap_or_default();
     let exceptions = api::rules::restore(&state_dir);
+    spawn_feed_events(
+        feed_rx,
+        reputation.clone(),
+        bus.clone(),
+        metrics.clone(),
+        exceptions.clone(),
+    );
+
+    // The proxy follows the configuration: a reload that changes it restarts the proxy
+    // with the new rules, limits and modes.
+    let (proxy_tx, proxy_rx) = tokio::sync::watch::channel(current.read().map(|c| c.clone()).ok());
+    let proxy_tx = Arc::new(proxy_tx);
 
     let top = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
-        let (path, pin_dir, maps, rep, current, interfaces, bus) = (
+        let (path, pin_dir, maps, rep, current, interfaces, bus, proxy_tx) = (
             args.config.clone(),
             pin_dir.clone(),
             maps.clone(),
@@ -253,9 +275,10 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             current.clone(),
             interfaces.clone(),
             bus.clone(),
+            proxy_tx.clone(),
         );
         Arc::new(move || {
-            reload(
+            let outcome = reload(
                 path.as_ref(),
                 &pin_dir,
                 &interfaces,
@@ -263,7 +286,11 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
                 &rep,
                 &current,
                 &bus,
-            )
+            );
+            if outcome.applied {
+                let _ = proxy_tx.send(current.read().map(|c| c.clone()).ok());
+            }
+            outcome
         })
     };
     let control = Control {
@@ -292,36 +319,19 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         },
         bus.clone(),
     );
-    let proxy_config = current.read().map(|c| c.clone()).ok();
-    if let Some(pc) = proxy_config.filter(|c| c.enabled) {
-        let (decision_tx, decision_rx) = mpsc::channel(8192);
-        spawn_decisions(
-            decision_rx,
-            bus.clone(),
-            metrics.clone(),
-            blocked_tx.clone(),
-        );
-        let mut stop = shutdown_rx.clone();
-        let proxy_exceptions = exceptions.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let result = match crate::proxy::bind_with_exceptions(
-                &pc,
-                decision_tx,
-                proxy_exceptions,
-            )
-            .await
-            {
-                Ok(listener) => listener.run(shutdown).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy stopped");
-            }
-        });
-    }
+    let (decision_tx, decision_rx) = mpsc::channel(8192);
+    spawn_decisions(
+        decision_rx,
+        bus.clone(),
+        metrics.clone(),
+        blocked_tx.clone(),
+    );
+    spawn_proxy(
+        proxy_rx,
+        shutdown_rx.clone(),
+        decision_tx,
+        exceptions.clone(),
+    );
 
     let sample_weight = u64::from(current.read().map_or(1, |c| c.edge.sample_every.max(1)));
     let watch = EdgeWatch {
@@ -354,6 +364,82 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     forwarder.shutdown().await;
     info!(xdp.pin_dir = %pin_dir.display(), "stopping; the filter stays attached (`waf-agent detach` removes it)");
     Ok(())
+}
+
+/// Runs the inspecting proxy for the current configuration, and again for each one a reload
+/// applies; stops for good when the agent does.
+fn spawn_proxy(
+    mut configs: tokio::sync::watch::Receiver<Option<Config>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    decisions: mpsc::Sender<crate::proxy::Decision>,
+    exceptions: crate::inspect::exceptions::RuntimeExceptions,
+) {
+    tokio::spawn(async move {
+        loop {
+            let config = configs.borrow_and_update().clone();
+            if *shutdown.borrow() {
+                return;
+            }
+            match config.filter(|c| c.enabled) {
+                Some(c) => {
+                    let mut stop = shutdown.clone();
+                    let mut changed = configs.clone();
+                    let until = async move {
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => {}
+                            _ = changed.changed() => {}
+                        }
+                    };
+                    let mut bound = None;
+                    // The previous generation may still hold the port for a moment.
+                    for attempt in 0..20u64 {
+                        match crate::proxy::bind_with_exceptions(
+                            &c,
+                            decisions.clone(),
+                            exceptions.clone(),
+                        )
+                        .await
+                        {
+                            Ok(l) => {
+                                bound = Some(l);
+                                break;
+                            }
+                            Err(e) if attempt < 19 => {
+                                tracing::debug!(error = %crate::events::ErrorChain(&e), "proxy bind retry");
+                                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1)))
+                                    .await;
+                            }
+                            Err(e) => {
+                                warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy could not start");
+                            }
+                        }
+                    }
+                    match bound {
+                        Some(listener) => {
+                            if let Err(e) = listener.run(until).await {
+                                warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy stopped");
+                            }
+                        }
+                        None => {
+                            // Wait for a configuration that works, or the end.
+                            let mut stop = shutdown.clone();
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => return,
+                                r = configs.changed() => if r.is_err() { return },
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let mut stop = shutdown.clone();
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        r = configs.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The admin API's listeners, bound before anything touches the kernel so that a taken
@@ -573,6 +659,7 @@ fn spawn_feed_events(
     reputation: SharedEngine<KernelSink>,
     bus: EventBus,
     metrics: Metrics,
+    exceptions: crate::inspect::exceptions::RuntimeExceptions,
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -595,6 +682,12 @@ fn spawn_feed_events(
                     }
                 }
                 _ = tick.tick() => {
+                    let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let in_force = exceptions
+                        .read()
+                        .map(|l| l.iter().filter(|(_, e)| e.expires > now_unix).count())
+                        .unwrap_or(0);
+                    metrics.set_exceptions_active(in_force as u64);
                     let status = reputation.lock().map(|e| e.status()).unwrap_or_default();
                     let now = std::time::SystemTime::now();
                     for f in status {

@@ -1,0 +1,178 @@
+//! Reputation feeds on the real kernel: a local list and a remote feed served on the test
+//! host land in the deny maps; a broken update keeps the last good list in the maps; the
+//! allow list wins over a feed range.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use waf_tests::{
+    agent::{cli, Agent},
+    lab::Lab,
+};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cleanup {
+    pin_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = waf_agent::xdp::loader::detach_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn map_entries(status: &str, map: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(status).expect("status json");
+    v["maps"]
+        .as_array()
+        .expect("maps")
+        .iter()
+        .find(|m| m["map"] == map)
+        .and_then(|m| m["entries"].as_u64())
+        .unwrap_or_else(|| panic!("{map} missing from {status}"))
+}
+
+#[test]
+fn feeds_fill_the_kernel_maps_and_a_broken_update_keeps_the_last_good_list() {
+    let lab = Lab::new(62, &["198.18.62.20", "198.18.62.77"]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-feeds-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-feeds-"));
+    std::fs::create_dir_all(dir.join("www")).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
+    // A FireHOL-style netset: a comment, a CRLF line, a /25, an exact address, IPv6.
+    let netset = "# test netset\r\n198.18.62.64/26\r\n198.18.62.20\n2001:2:62::/48\n";
+    std::fs::write(dir.join("www/list.netset"), netset).expect("feed file");
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+waf:
+  mode: blocking
+  ip_reputation:
+    block_threshold_score: 80
+    allow_list: ["198.18.62.77"]
+    feeds:
+      - name: "internal_blocklist"
+        type: "local"
+        source: [ "198.18.63.0/24" ]
+      - name: "threat_feed"
+        type: "remote"
+        url: "http://127.0.0.1:8001/list.netset"
+        refresh_interval_minutes: 60
+        score: 90
+        min_keep_fraction: 0.5
+edge:
+  interfaces: [{iface}]
+"#,
+            iface = lab.host_if
+        ),
+    )
+    .expect("config");
+    let _server = Server(
+        lab.in_host(&[
+            "python3",
+            "-m",
+            "http.server",
+            "8001",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir.join("www"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("feed server"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    let (code, out, err) = cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (_, status, _) = cli(&lab, &pin_dir, &["--json", "status"]);
+    // 198.18.62.64/26 minus the allow-listed .77 is cut into the prefixes around it:
+    // .64/29, .72/30, .76/32, .78/31, .80/28, .96/27; with .20 from the feed and
+    // 198.18.63.0/24 from the local list.
+    assert_eq!(
+        map_entries(&status, "DENY_V4"),
+        2,
+        "198.18.62.20 and .76: {status}"
+    );
+    assert_eq!(map_entries(&status, "DENY_NET_V4"), 6, "{status}");
+    assert_eq!(map_entries(&status, "DENY_NET_V6"), 1, "2001:2:62::/48");
+    assert_eq!(
+        lab.ping("198.18.62.20", "198.18.62.1", 2, "0.2"),
+        0,
+        "listed by the feed"
+    );
+    assert_eq!(
+        lab.ping("198.18.62.77", "198.18.62.1", 2, "0.2"),
+        2,
+        "allow wins over the feed range"
+    );
+    assert_eq!(
+        lab.ping("198.18.62.2", "198.18.62.1", 2, "0.2"),
+        2,
+        "not listed"
+    );
+
+    // The feed now answers with an HTML error page: the last good list stays in the maps.
+    std::fs::write(
+        dir.join("www/list.netset"),
+        "<html><body>504 Gateway Timeout</body></html>\n",
+    )
+    .expect("broken feed");
+    let (code, _, _) = cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
+    assert_ne!(code, 4);
+    let (_, after, _) = cli(&lab, &pin_dir, &["--json", "status"]);
+    assert_eq!(map_entries(&after, "DENY_V4"), 2, "kept: {after}");
+    assert_eq!(map_entries(&after, "DENY_NET_V6"), 1, "kept: {after}");
+    assert_eq!(
+        lab.ping("198.18.62.20", "198.18.62.1", 2, "0.2"),
+        0,
+        "still denied"
+    );
+    let (_, feeds, _) = cli(&lab, &pin_dir, &["--json", "feeds", "list"]);
+    let v: serde_json::Value = serde_json::from_str(&feeds).expect("feeds json");
+    let feed = v
+        .as_array()
+        .expect("feeds")
+        .iter()
+        .find(|f| f["name"] == "threat_feed")
+        .expect("listed");
+    assert_eq!(feed["failures_total"], 1, "{feeds}");
+    assert!(
+        feed["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{feeds}"
+    );
+
+    // A good update that drops the exact address: removed from the map, as a delta.
+    std::fs::write(
+        dir.join("www/list.netset"),
+        "198.18.62.64/26\n2001:2:62::/48\n198.18.62.21\n",
+    )
+    .expect("update");
+    cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
+    assert_eq!(
+        lab.ping("198.18.62.20", "198.18.62.1", 2, "0.2"),
+        2,
+        "delisted address passes"
+    );
+    agent.stop();
+}
