@@ -273,3 +273,45 @@ fn panic_button_refuses_when_the_ssh_client_is_not_allow_listed() {
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v["mode"], "enforce", "mode unchanged after a refusal");
 }
+
+#[test]
+fn ban_refuses_a_range_that_holds_the_ssh_client_unless_forced() {
+    let (case, config) = Case::new(45, &[], &ENFORCE.replace("40", "45"));
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &config,
+        &case.dir.join("agent.log"),
+    );
+    let ban = |extra: &[&str]| {
+        case.lab
+            .in_host(&[
+                waf_tests::agent::binary().to_str().expect("path"),
+                "--pin-dir",
+            ])
+            .arg(&case.pin_dir)
+            .arg("--socket")
+            .arg(waf_tests::agent::socket_for(&case.pin_dir))
+            .args(["ban", "0.0.0.0/0", "--ttl", "1m"])
+            .args(extra)
+            .env("SSH_CLIENT", "198.18.45.77 50000 22")
+            .output()
+            .expect("run")
+    };
+    let refused = ban(&[]);
+    assert_eq!(refused.status.code(), Some(3), "refused with exit code 3");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("198.18.45.77"));
+    assert_eq!(
+        case.lab.ping("198.18.45.2", "198.18.45.1", 2, "0.2"),
+        2,
+        "nothing was banned"
+    );
+    let forced = ban(&["--force"]);
+    assert_eq!(forced.status.code(), Some(0));
+    assert_eq!(
+        case.lab.ping("198.18.45.2", "198.18.45.1", 2, "0.2"),
+        0,
+        "forced ban drops all IPv4"
+    );
+    agent.stop();
+}

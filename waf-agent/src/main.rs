@@ -28,7 +28,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Status => edge::status(pin, &cli.socket, cli.json),
         Command::Panic { action } => edge::panic(pin, action, cli.json),
         Command::Mode { mode } => edge::mode(pin, &cli.socket, *mode, cli.json),
-        Command::Ban { target, ttl } => edge::ban(pin, &cli.socket, target, ttl, cli.json),
+        Command::Ban { target, ttl, force } => {
+            edge::ban(pin, &cli.socket, target, ttl, *force, cli.json)
+        }
         Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
         Command::Allow { action } => edge::allow(pin, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),

@@ -25,16 +25,7 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, ClientError> {
-    let stream =
-        tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|_| ClientError::NotRunning {
-                path: socket.display().to_string(),
-            })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(Box::new(e)))?;
-    tokio::spawn(conn);
+    let mut sender = connect(socket).await?;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let req = Request::builder()
         .method(method)
@@ -69,16 +60,7 @@ pub async fn stream(
     path: &str,
     mut f: impl FnMut(&[u8]),
 ) -> Result<(), ClientError> {
-    let stream =
-        tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|_| ClientError::NotRunning {
-                path: socket.display().to_string(),
-            })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(Box::new(e)))?;
-    tokio::spawn(conn);
+    let mut sender = connect(socket).await?;
     let req = Request::builder()
         .method(Method::GET)
         .uri(path)
@@ -96,4 +78,21 @@ pub async fn stream(
         }
     }
     Ok(())
+}
+
+/// Connects to the agent's socket and completes the HTTP/1.1 handshake.
+async fn connect(
+    socket: &Path,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+    let stream =
+        tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|_| ClientError::NotRunning {
+                path: socket.display().to_string(),
+            })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(Box::new(e)))?;
+    tokio::spawn(conn);
+    Ok(sender)
 }

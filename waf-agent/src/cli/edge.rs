@@ -249,10 +249,30 @@ pub fn ban(
     socket: &Path,
     t: &str,
     ttl_text: &str,
+    force: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let net = target(t)?;
     let ttl = parse_ttl(ttl_text)?;
+    // The same lockout guard as the panic button: never ban the operator's own session.
+    let client = ssh_client(
+        std::env::var("SSH_CLIENT").ok().as_deref(),
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+    );
+    if let Some(ip) = client.filter(|ip| net.contains(ip)) {
+        let allowed = crate::xdp::maps::pins_exist(pin_dir)
+            && EdgeMaps::open(pin_dir).is_ok_and(|m| m.is_allowed(ip));
+        if !force && !allowed {
+            return Err(Exit {
+                code: exit::REFUSED,
+                message: format!(
+                    "refusing: {net} holds your SSH client address {ip}, so the ban would cut \
+                     your session (pass --force to ban it anyway)"
+                ),
+            }
+            .into());
+        }
+    }
     let body = serde_json::json!({"target": net.to_string(), "ttl": ttl_text});
     if let Some(r) = via_api(socket, hyper::Method::POST, "/v1/bans", Some(body)) {
         r?;

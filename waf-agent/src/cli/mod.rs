@@ -65,6 +65,9 @@ pub enum Command {
         /// How long, e.g. 90s, 15m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Ban even a range that holds your own SSH client address.
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban.
     Unban { target: String },
