@@ -264,8 +264,7 @@ fn wait_for(log: &Path, needle: &str, limit: Duration) -> anyhow::Result<()> {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     cmd::require_root("the demo")?;
-    cmd::run(cmd::cargo().args(["build", "-q", "-p", "waf-agent"]))
-        .context("building the agent")?;
+    cmd::run(cmd::cargo().args(["build", "-p", "waf-agent"])).context("building the agent")?;
     let out_dir = cmd::root().join("target/demo");
     std::fs::create_dir_all(&out_dir)?;
     let log = out_dir.join("agent.log");
