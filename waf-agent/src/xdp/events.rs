@@ -66,19 +66,25 @@ pub fn open(pin_dir: &Path) -> Result<AsyncFd<RingBuf<MapData>>, MapsError> {
 }
 
 /// Reads events until the ring is empty, then waits for more; calls `f` for each.
+///
+/// NB: events written before the reader registered with epoll do not always raise
+/// readiness (seen on 6.1), so the ring is drained before every wait, and a wait ends after
+/// a second at most.
 pub async fn pump(
     mut ring: AsyncFd<RingBuf<MapData>>,
     mut f: impl FnMut(Drop),
 ) -> std::io::Result<()> {
     loop {
-        let mut guard = ring.readable_mut().await?;
-        let inner = guard.get_inner_mut();
+        let inner = ring.get_mut();
         while let Some(item) = inner.next() {
             if let Some(d) = Drop::decode(&item) {
                 f(d);
             }
         }
-        guard.clear_ready();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(1), ring.readable_mut());
+        if let Ok(guard) = wait.await {
+            guard?.clear_ready();
+        }
     }
 }
 
