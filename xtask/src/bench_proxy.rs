@@ -1,10 +1,11 @@
 //! `cargo xtask bench proxy`: wrk against a small upstream on loopback, directly, through the
 //! agent's proxy, and through nginx + ModSecurity v3 + CRS, for a benign GET (at saturation
-//! and on one connection, for added latency) and a mixed POST load. Results go to
-//! `target/bench/proxy.json`.
+//! and on one connection, for added latency), benign JSON POSTs and a mix with one attack in
+//! ten. Results go to `target/bench/proxy.{json,md,png}`.
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
@@ -13,6 +14,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    bench::{chart, table, Spread},
     loopback::{start_upstream, OurProxy},
     modsec::Nginx,
     waf_eval::workspace,
@@ -38,8 +40,15 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The mixed POST load: form, JSON and multipart bodies, one in ten an attack.
-const MIXED_LUA: &str = r#"
+/// Benign JSON POSTs: a chat message, as the guarded application receives them.
+const JSON_LUA: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"message":{"to":"bob","text":"see you at 5, bring the slides"},"tags":["work","q3"]}'
+"#;
+
+/// The attack mix: form, JSON and multipart bodies, one request in ten an attack.
+const ATTACK_MIX_LUA: &str = r#"
 local bodies = {
   {"application/x-www-form-urlencoded", "user=alice&comment=hello+there&page=2"},
   {"application/json", '{"message":{"to":"bob","text":"see you at 5"},"tags":["a","b"]}'},
@@ -63,27 +72,35 @@ end
 struct Scenario {
     name: &'static str,
     path: &'static str,
-    script: bool,
+    /// A wrk Lua script shaping the requests.
+    script: Option<&'static str>,
+    /// Connections when not `Args::connections`.
     connections: Option<usize>,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "benign_get",
         path: "/api/items?page=2&sort=date",
-        script: false,
+        script: None,
         connections: None,
     },
     Scenario {
-        name: "benign_get_latency_1conn",
+        name: "benign_get_1conn",
         path: "/api/items?page=2&sort=date",
-        script: false,
+        script: None,
         connections: Some(1),
     },
     Scenario {
-        name: "mixed_post",
+        name: "benign_json_post",
         path: "/api/messages",
-        script: true,
+        script: Some(JSON_LUA),
+        connections: None,
+    },
+    Scenario {
+        name: "attack_mix_10pct",
+        path: "/api/messages",
+        script: Some(ATTACK_MIX_LUA),
         connections: None,
     },
 ];
@@ -95,14 +112,16 @@ struct Run {
     p99_ms: f64,
 }
 
-fn wrk(addr: SocketAddr, s: &Scenario, args: &Args, script: &Path) -> anyhow::Result<Run> {
+fn wrk(addr: SocketAddr, s: &Scenario, args: &Args, dir: &Path) -> anyhow::Result<Run> {
     let conns = s.connections.unwrap_or(args.connections);
     let mut cmd = Command::new("wrk");
     cmd.arg(format!("-t{}", conns.min(2)))
         .arg(format!("-c{conns}"))
         .arg(format!("-d{}s", args.duration))
         .arg("--latency");
-    if s.script {
+    if let Some(lua) = s.script {
+        let script = dir.join(format!("{}.lua", s.name));
+        std::fs::write(&script, lua).with_context(|| format!("write {}", script.display()))?;
         cmd.arg("-s").arg(script);
     }
     cmd.arg(format!("http://{addr}{}", s.path));
@@ -154,19 +173,121 @@ fn duration_ms(s: &str) -> Option<f64> {
     Some(us as f64 / 1000.0)
 }
 
-fn min_max(runs: &[Run], f: impl Fn(&Run) -> f64) -> (f64, f64) {
-    let v: Vec<f64> = runs.iter().map(f).collect();
-    (
-        v.iter().copied().fold(f64::INFINITY, f64::min),
-        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+fn spread(runs: &[Run], f: impl Fn(&Run) -> f64) -> Option<Spread> {
+    Spread::of(&runs.iter().map(f).collect::<Vec<_>>())
+}
+
+/// Results by scenario, then target, one `Run` per round.
+type Results = BTreeMap<String, BTreeMap<String, Vec<Run>>>;
+
+const TARGETS: [&str; 3] = ["direct", "proxy", "nginx_modsecurity"];
+
+/// The Markdown report: every figure as min–max over the rounds, then the ratios of medians
+/// that the targets are stated in.
+fn report(args: &Args, results: &Results) -> String {
+    let mut md = String::from("# bench proxy: the L7 proxy under load\n\n");
+    let _ = writeln!(
+        md,
+        "wrk on loopback against a small upstream, directly, through our proxy and through \
+         nginx + ModSecurity v3 + CRS (paranoia level 1, one worker per core), {} rounds of {} s \
+         per scenario, targets interleaved within each round; min–max over the rounds. \
+         Throughput scenarios use {} connections; `benign_get_1conn` uses one, so its latency \
+         is the cost of a request rather than of a queue. Added latency: the median over \
+         rounds of the target's percentile minus the direct one's.\n",
+        args.runs, args.duration, args.connections
+    );
+    let mut rows = Vec::new();
+    for (scenario, by_target) in results {
+        for target in TARGETS {
+            let Some(runs) = by_target.get(target) else {
+                continue;
+            };
+            let show = |f: &dyn Fn(&Run) -> f64, d: usize| {
+                spread(runs, f).map_or("–".into(), |v| v.show(d))
+            };
+            rows.push(vec![
+                scenario.clone(),
+                target.to_owned(),
+                show(&|r| r.rps, 0),
+                show(&|r| r.p50_ms, 3),
+                show(&|r| r.p99_ms, 3),
+            ]);
+        }
+    }
+    md.push_str(&table(
+        &["scenario", "target", "req/s", "p50 ms", "p99 ms"],
+        &rows,
+    ));
+    md.push_str("\n## Ratios (medians)\n\n");
+    let median = |scenario: &str, target: &str, f: fn(&Run) -> f64| {
+        results
+            .get(scenario)
+            .and_then(|t| t.get(target))
+            .and_then(|runs| spread(runs, f))
+            .map(|v| v.median)
+    };
+    let mut rows = Vec::new();
+    for scenario in results.keys() {
+        let ratio = median(scenario, "proxy", |r| r.rps)
+            .zip(median(scenario, "nginx_modsecurity", |r| r.rps))
+            .map_or("–".into(), |(a, b)| format!("{:.2}", a / b));
+        let added = |target: &str, f: fn(&Run) -> f64| {
+            median(scenario, target, f)
+                .zip(median(scenario, "direct", f))
+                .map_or("–".into(), |(a, b)| format!("{:.3}", a - b))
+        };
+        rows.push(vec![
+            scenario.clone(),
+            ratio,
+            added("proxy", |r| r.p50_ms),
+            added("proxy", |r| r.p99_ms),
+            added("nginx_modsecurity", |r| r.p50_ms),
+            added("nginx_modsecurity", |r| r.p99_ms),
+        ]);
+    }
+    md.push_str(&table(
+        &[
+            "scenario",
+            "req/s ours ÷ ModSecurity",
+            "ours: added p50 ms",
+            "ours: added p99 ms",
+            "ModSecurity: added p50 ms",
+            "ModSecurity: added p99 ms",
+        ],
+        &rows,
+    ));
+    md
+}
+
+fn chart(path: &Path, results: &Results) -> anyhow::Result<()> {
+    let scenarios: Vec<&String> = results.keys().collect();
+    let panel = |title: &str, y: &str, f: fn(&Run) -> f64| chart::Panel {
+        title: title.into(),
+        y_desc: y.into(),
+        categories: scenarios.iter().map(|s| s.to_string()).collect(),
+        series: TARGETS
+            .iter()
+            .map(|t| chart::Series {
+                name: (*t).to_owned(),
+                values: scenarios
+                    .iter()
+                    .map(|s| results[*s].get(*t).and_then(|runs| spread(runs, f)))
+                    .collect(),
+            })
+            .collect(),
+    };
+    chart::draw(
+        path,
+        &[
+            panel("Requests per second", "req/s", |r| r.rps),
+            panel("p99 latency", "ms", |r| r.p99_ms),
+        ],
     )
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let dir = args.out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let script = dir.join("mixed_post.lua");
-    std::fs::write(&script, MIXED_LUA)?;
     let upstream = start_upstream()?;
     let ours = OurProxy::start(&args.config_dir, upstream, 1)?;
     let nginx = if args.no_modsec {
@@ -174,16 +295,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         Some(Nginx::start(upstream, 1, 2)?)
     };
-    let mut targets = vec![("direct", upstream), ("proxy", ours.addr)];
+    let mut targets = vec![(TARGETS[0], upstream), (TARGETS[1], ours.addr)];
     if let Some(n) = &nginx {
-        targets.push(("nginx_modsecurity", n.addr));
+        targets.push((TARGETS[2], n.addr));
     }
-    let mut results: BTreeMap<String, BTreeMap<String, Vec<Run>>> = BTreeMap::new();
+    let mut results = Results::new();
     for s in &SCENARIOS {
         for _ in 0..args.runs {
             // Targets interleaved within each round, so drift in machine load spreads evenly.
             for (name, addr) in &targets {
-                let r = wrk(*addr, s, args, &script)?;
+                let r = wrk(*addr, s, args, dir)?;
                 results
                     .entry(s.name.to_owned())
                     .or_default()
@@ -193,26 +314,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    println!(
-        "{:<26} {:<18} {:>22} {:>20} {:>20}",
-        "scenario", "target", "req/s (min..max)", "p50 ms (min..max)", "p99 ms (min..max)"
-    );
-    for (scenario, by_target) in &results {
-        for (target, runs) in by_target {
-            let (r0, r1) = min_max(runs, |r| r.rps);
-            let (a0, a1) = min_max(runs, |r| r.p50_ms);
-            let (p0, p1) = min_max(runs, |r| r.p99_ms);
-            println!(
-                "{scenario:<26} {target:<18} {:>22} {:>20} {:>20}",
-                format!("{r0:.0}..{r1:.0}"),
-                format!("{a0:.3}..{a1:.3}"),
-                format!("{p0:.3}..{p1:.3}")
-            );
-        }
-    }
+    let md = report(args, &results);
+    print!("{md}");
     std::fs::write(&args.out, serde_json::to_vec_pretty(&results)?)
         .with_context(|| format!("write {}", args.out.display()))?;
-    println!("\nbench proxy: results in {}", args.out.display());
+    let md_path = args.out.with_extension("md");
+    std::fs::write(&md_path, &md).with_context(|| format!("write {}", md_path.display()))?;
+    let png = args.out.with_extension("png");
+    chart(&png, &results)?;
+    println!(
+        "\nbench proxy: results in {}, {} and {}",
+        args.out.display(),
+        md_path.display(),
+        png.display()
+    );
     Ok(())
 }
 

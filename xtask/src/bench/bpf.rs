@@ -1,5 +1,6 @@
 //! The few bpf(2) commands the benchmarks need beyond aya: a bare XDP_PASS program as the
-//! floor to compare against, another tool's program by id, and a test run with min/max.
+//! floor to compare against, the live-frames generator's redirect program, another tool's
+//! program by id, and a test run with min/max.
 
 use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
 
@@ -50,9 +51,15 @@ pub fn load_bare_pass() -> Result<OwnedFd> {
         u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]),
         u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
     ];
+    load(&insns, "bare_pass")
+}
+
+/// Loads the XDP program `insns` under `name` (at most 15 bytes).
+pub fn load(insns: &[u64], name: &str) -> Result<OwnedFd> {
     let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"bare_pass");
+    let mut prog_name = [0u8; 16];
+    let n = name.len().min(15);
+    prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -63,10 +70,11 @@ pub fn load_bare_pass() -> Result<OwnedFd> {
         log_buf: 0,
         kern_version: 0,
         prog_flags: 0,
-        prog_name: name,
+        prog_name,
         tail: [0; 64],
     };
-    let fd = sys_bpf(BPF_PROG_LOAD, &mut attr).context("BPF_PROG_LOAD of the bare program")?;
+    let fd =
+        sys_bpf(BPF_PROG_LOAD, &mut attr).with_context(|| format!("BPF_PROG_LOAD of {name}"))?;
     // SAFETY: the kernel just returned this descriptor to us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -87,7 +95,7 @@ pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
     };
     let fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)
         .with_context(|| format!("BPF_PROG_GET_FD_BY_ID {id}"))?;
-    // SAFETY: as in `load_bare_pass`.
+    // SAFETY: as in `load`.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

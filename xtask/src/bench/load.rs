@@ -17,6 +17,7 @@ use waf_tests::lab::Lab;
 use super::{
     chart, denylist,
     flood::{self, Kind},
+    live,
     receivers::{self, Nft, Ours, XdpFilter},
     table, write_report, xdp, Spread,
 };
@@ -42,6 +43,16 @@ pub struct Args {
     /// that the legitimate sources' packets are not lost in veth's queue before any filter.
     #[arg(long, default_value_t = 100_000)]
     spoof_pps: u64,
+    /// What floods the receivers: frames redirected by XDP in the kernel (`live`, as from a
+    /// NIC's driver) or trafgen's packet sockets (`trafgen`, socket buffers through veth).
+    #[arg(long, value_enum, default_value_t = Generator::Live)]
+    generator: Generator,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    Live,
+    Trafgen,
 }
 
 /// The lab's subnet number: receiver 198.18.252.1, generator 198.18.252.2.
@@ -85,6 +96,7 @@ type Results = Vec<[Vec<Sample>; 2]>;
 
 struct Env {
     lab: Lab,
+    generator: Generator,
     dst_mac: [u8; 6],
     dst: [u8; 4],
     dst6: [u8; 16],
@@ -100,24 +112,35 @@ impl Env {
         flood::config(kind, self.dst_mac, src16, self.dst, self.dst6)
     }
 
+    /// The live generator's frames for `kind`: 256 flood sources in turn.
+    fn frames(&self, kind: Kind) -> Vec<Vec<u8>> {
+        (0..=255u8)
+            .map(|i| {
+                let src = Ipv4Addr::new(FLOOD_SRC16[0], FLOOD_SRC16[1], i, i.wrapping_mul(37));
+                live::frame(kind, self.dst_mac, src, Ipv4Addr::from(self.dst))
+            })
+            .collect()
+    }
+
     /// Floods for `args.seconds` and returns the figures, `dropped` read before and after.
     fn flood(&self, secs: f64, kind: Kind, dropped: &dyn Fn() -> Result<u64>) -> Result<Sample> {
-        let tx0 = receivers::link_packets(&self.lab.peer, &self.lab.peer_if, "tx")?;
+        let (ns, iface) = (&self.lab.peer, &self.lab.peer_if);
+        let tx0 = receivers::link_packets(ns, iface, "tx")?;
         let d0 = dropped()?;
         let s0 = flood::softirq_seconds()?;
-        let run = flood::run(
-            &self.lab.peer,
-            &self.lab.peer_if,
-            &self.config(kind),
-            secs,
-            None,
-        )?;
+        let (run, sent) = match self.generator {
+            Generator::Live => live::run(ns, iface, &self.frames(kind), secs)?,
+            Generator::Trafgen => {
+                let run = flood::run(ns, iface, &self.config(kind), secs, None)?;
+                let tx1 = receivers::link_packets(ns, iface, "tx")?;
+                (run, tx1 - tx0)
+            }
+        };
         let s1 = flood::softirq_seconds()?;
         let d1 = dropped()?;
-        let tx1 = receivers::link_packets(&self.lab.peer, &self.lab.peer_if, "tx")?;
         let secs = run.elapsed.as_secs_f64();
         Ok(Sample {
-            offered_pps: (tx1 - tx0) as f64 / secs,
+            offered_pps: sent as f64 / secs,
             dropped_pps: (d1 - d0) as f64 / secs,
             softirq_s: s1 - s0,
             restarts: run.restarts,
@@ -125,8 +148,11 @@ impl Env {
     }
 }
 
-fn setup() -> Result<Env> {
+fn setup(generator: Generator) -> Result<Env> {
     let lab = Lab::new(NET, &[ALLOWED, DENIED]);
+    if generator == Generator::Live {
+        live::enable_napi(&lab.host, &lab.host_if)?;
+    }
     for route in ["198.19.250.0/24", "198.19.251.0/24"] {
         receivers::run_in(
             &lab.host,
@@ -151,6 +177,7 @@ fn setup() -> Result<Env> {
     let dst_mac = receivers::mac(&lab.host, &lab.host_if)?;
     let dst6: std::net::Ipv6Addr = format!("2001:2:0:{NET}::1").parse()?;
     Ok(Env {
+        generator,
         dst_mac,
         dst: [198, 18, NET, 1],
         dst6: dst6.octets(),
@@ -448,7 +475,7 @@ fn charts(results: &Results, args: &Args) -> Result<()> {
 
 pub fn run(args: &Args) -> Result<()> {
     let entries = deny_list(args.entries);
-    let env = setup()?;
+    let env = setup(args.generator)?;
     let mut results: Results = (0..RECEIVERS.len())
         .map(|_| [Vec::new(), Vec::new()])
         .collect();

@@ -3,9 +3,10 @@
 //! `<target dir>/bench/`. Benchmarks need root, bpffs and network namespaces.
 
 mod bpf;
-mod chart;
+pub(crate) mod chart;
 mod denylist;
 mod flood;
+mod live;
 pub mod load;
 mod receivers;
 pub mod xdp;
@@ -54,14 +55,14 @@ fn write_report(name: &str, markdown: &str) -> Result<PathBuf> {
 
 /// Smallest, middle and largest of several runs of one configuration.
 #[derive(Clone, Copy, Debug)]
-struct Spread {
-    min: f64,
-    median: f64,
-    max: f64,
+pub(crate) struct Spread {
+    pub(crate) min: f64,
+    pub(crate) median: f64,
+    pub(crate) max: f64,
 }
 
 impl Spread {
-    fn of(samples: &[f64]) -> Option<Spread> {
+    pub(crate) fn of(samples: &[f64]) -> Option<Spread> {
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
         Some(Spread {
@@ -71,13 +72,13 @@ impl Spread {
         })
     }
 
-    fn show(&self, decimals: usize) -> String {
+    pub(crate) fn show(&self, decimals: usize) -> String {
         format!("{:.d$}–{:.d$}", self.min, self.max, d = decimals)
     }
 }
 
 /// A Markdown table from a header and rows of cells.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", header.join(" | "));
     s.push_str(&format!("|{}\n", "---|".repeat(header.len())));
     for r in rows {
