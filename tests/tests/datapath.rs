@@ -325,6 +325,35 @@ fn ban_drops_until_its_monotonic_expiry_then_the_source_passes() {
 }
 
 #[test]
+fn short_ban_inside_a_long_one_does_not_hide_it_once_expired() {
+    // Bans set with the agent stopped (the CLI's fallback): a /32 for 300 ms inside a /24
+    // for ten minutes, in either order. The kernel finds the /32 first, so it must not end
+    // before the /24 that covers it.
+    let mut f = Filter::new();
+    waf_agent::xdp::ops::ban(&mut f.maps, net("198.18.19.0/24"), Duration::from_secs(600))
+        .expect("long ban");
+    waf_agent::xdp::ops::ban(
+        &mut f.maps,
+        net("198.18.19.7/32"),
+        Duration::from_millis(300),
+    )
+    .expect("short ban");
+    waf_agent::xdp::ops::ban(
+        &mut f.maps,
+        net("2001:2:19::7/128"),
+        Duration::from_millis(300),
+    )
+    .expect("short ban");
+    waf_agent::xdp::ops::ban(&mut f.maps, net("2001:2:19::/48"), Duration::from_secs(600))
+        .expect("long ban");
+    std::thread::sleep(Duration::from_millis(400));
+    let before = f.counters();
+    assert_eq!(f.run(&frames::v4(v4("198.18.19.7"))), XDP_DROP);
+    assert_eq!(f.run(&frames::v6(v6("2001:2:19::7"))), XDP_DROP);
+    assert_eq!(f.moved_since(&before), vec![("drop_ban", 2)]);
+}
+
+#[test]
 fn monitor_mode_counts_what_it_would_drop_and_drops_nothing() {
     let mut f = Filter::new();
     f.set_mode(Mode::Monitor);
@@ -405,6 +434,49 @@ fn rate_limit_lets_exactly_the_burst_through_back_to_back() {
         f.moved_since(&before),
         vec![("pass_clean", 50), ("drop_rate", 150)]
     );
+}
+
+#[test]
+fn playbook_throttle_lowers_the_sources_rate_until_it_ends_and_is_swept() {
+    use waf_agent::playbooks::executor::Edge as _;
+    let mut f = Filter::new();
+    f.set_rate(1000, 100);
+    // The medium tier's throttle: 10 packets/s, burst 5, for 300 ms, on one /32 only.
+    f.maps
+        .throttle(net("198.18.14.2/32"), 10, 5, Duration::from_millis(300))
+        .expect("throttle");
+    let throttled = frames::v4(v4("198.18.14.2"));
+    let neighbour = frames::v4(v4("198.18.14.3"));
+    let before = f.counters();
+    waf_tests::test_run::run(f.prog_fd(), &throttled, 50).expect("test run");
+    assert_eq!(
+        f.moved_since(&before),
+        vec![("pass_clean", 5), ("drop_rate", 45)],
+        "the throttled source gets its own burst of 5"
+    );
+    let before = f.counters();
+    waf_tests::test_run::run(f.prog_fd(), &neighbour, 50).expect("test run");
+    assert_eq!(
+        f.moved_since(&before),
+        vec![("pass_clean", 50)],
+        "its neighbour keeps the configured rate"
+    );
+    assert!(f
+        .maps
+        .sweep_throttles(clock::monotonic_ns())
+        .expect("sweep")
+        .is_empty());
+    std::thread::sleep(Duration::from_millis(400));
+    let swept = f
+        .maps
+        .sweep_throttles(clock::monotonic_ns())
+        .expect("sweep");
+    assert_eq!(
+        swept,
+        vec![net("198.18.14.2/32")],
+        "the ended throttle is removed"
+    );
+    assert!(f.maps.throttle_entries().is_empty());
 }
 
 #[test]

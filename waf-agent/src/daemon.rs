@@ -34,14 +34,29 @@ pub struct Blocked {
     pub request_id: String,
 }
 
+/// Reads and validates the configuration, its L7 rules included: nothing is attached or
+/// applied from a file whose rules do not compile.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     let env = Overrides::from_process();
-    match path {
+    let config = match path {
         Some(p) => {
             Config::load(p, &env).with_context(|| format!("configuration {} refused", p.display()))
         }
         None => Config::embedded_default(&env).context("embedded default configuration refused"),
+    }?;
+    check_rules(&config).with_context(|| {
+        let source = path.map_or("embedded default".to_owned(), |p| p.display().to_string());
+        format!("configuration {source} refused")
+    })?;
+    Ok(config)
+}
+
+/// Compiles the rules the proxy would run with `config` (when the proxy is enabled).
+pub fn check_rules(config: &Config) -> anyhow::Result<()> {
+    if config.enabled {
+        crate::inspect::Engine::from_config(config).context("rules")?;
     }
+    Ok(())
 }
 
 /// Validates the file again and applies it as a whole; on any problem the running
@@ -73,18 +88,6 @@ fn reload(
     };
     new.edge.pin_dir = pin_dir.to_owned();
     new.edge.interfaces = interfaces.to_vec();
-    // The proxy restarts from the new file: its rules must compile before anything applies.
-    if new.enabled {
-        if let Err(e) = crate::inspect::Engine::from_config(&new) {
-            let problems = vec![format!("rules: {e}")];
-            warn!(problems = %problems.join("; "), "configuration rejected; keeping the running one");
-            events.emit(SecurityEvent::config_rejected(&source, &problems));
-            return ReloadOutcome {
-                applied: false,
-                problems,
-            };
-        }
-    }
     // The operator's run-time mode stays unless the file's mode itself changed.
     let keep_mode = current.read().is_ok_and(|c| c.edge.mode == new.edge.mode);
     let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new, keep_mode);
@@ -196,6 +199,9 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     let (feed_tx, feed_rx) = mpsc::channel::<FeedEvent>(1024);
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         warn!(state_dir = %config.state_dir.display(), error = %e, "cannot create the state directory; bans and feeds will not persist");
+    }
+    if let Err(e) = edge::record_state_dir(&pin_dir, &config.state_dir) {
+        warn!(error = %e, "cannot record the state directory for edge commands run while the agent is stopped");
     }
     let engine = feeds::Engine::open(
         &config.reputation,
@@ -331,6 +337,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         shutdown_rx.clone(),
         decision_tx,
         exceptions.clone(),
+        metrics.clone(),
     );
 
     let sample_weight = u64::from(current.read().map_or(1, |c| c.edge.sample_every.max(1)));
@@ -366,6 +373,28 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     Ok(())
 }
 
+/// Moves one proxy generation's count of passed requests into the metrics every second,
+/// and a last time once that generation is gone.
+fn spawn_pass_counter(passed: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) {
+    tokio::spawn(async move {
+        let mut counted = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            // Read before the count, so nothing added after the last read is missed.
+            let gone = Arc::strong_count(&passed) == 1;
+            let now = passed.load(std::sync::atomic::Ordering::Relaxed);
+            if now > counted {
+                metrics.l7_requests("pass", "none", now - counted);
+                counted = now;
+            }
+            if gone {
+                return;
+            }
+        }
+    });
+}
+
 /// Runs the inspecting proxy for the current configuration, and again for each one a reload
 /// applies; stops for good when the agent does.
 fn spawn_proxy(
@@ -373,6 +402,7 @@ fn spawn_proxy(
     shutdown: tokio::sync::watch::Receiver<bool>,
     decisions: mpsc::Sender<crate::proxy::Decision>,
     exceptions: crate::inspect::exceptions::RuntimeExceptions,
+    metrics: Metrics,
 ) {
     tokio::spawn(async move {
         loop {
@@ -416,6 +446,7 @@ fn spawn_proxy(
                     }
                     match bound {
                         Some(listener) => {
+                            spawn_pass_counter(listener.passed_requests_counter(), metrics.clone());
                             if let Err(e) = listener.run(until).await {
                                 warn!(error = %crate::events::ErrorChain(&e), "the inspecting proxy stopped");
                             }
@@ -562,6 +593,7 @@ fn spawn_decisions(
                 }
                 DecisionAction::Sanitize => SecurityEvent::waf_sanitize(&req, &rule),
                 DecisionAction::Monitor => SecurityEvent::waf_monitor(&req, &rule),
+                DecisionAction::UpstreamError => SecurityEvent::upstream_error(&req, &d.code),
                 DecisionAction::RateLimit => {
                     metrics.rate_limit_triggered("l7");
                     SecurityEvent::waf_rate_limit(
@@ -582,12 +614,10 @@ fn spawn_decisions(
                 DecisionAction::Monitor => "monitor",
                 DecisionAction::RateLimit => "rate_limit",
                 DecisionAction::Reject => "reject",
+                DecisionAction::UpstreamError => "upstream_error",
             };
             metrics.l7_request(action, d.rule_id.as_deref().unwrap_or("none"));
-            if matches!(
-                d.action,
-                DecisionAction::Block | DecisionAction::Reject | DecisionAction::RateLimit
-            ) {
+            if d.action.is_offence() {
                 if let Some(source) = client_ip {
                     metrics.offender_blocked(&source.to_string());
                     let _ = blocked.try_send(Blocked {
@@ -668,8 +698,11 @@ fn spawn_feed_events(
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     match &ev {
+                        FeedEvent::Fetched { feed, took, .. } => {
+                            metrics.feed_fetch_latency(feed, *took);
+                        }
                         FeedEvent::FetchFailed { feed, reason, .. } => {
-                            metrics.feed_fetched(feed, Duration::ZERO, false);
+                            metrics.feed_fetch_error(feed);
                             bus.emit(SecurityEvent::feed_failure(feed, reason));
                         }
                         FeedEvent::KeptLastGood { .. } | FeedEvent::Applied { .. } | FeedEvent::BansApplied { .. } | FeedEvent::StoreRecovered => {
@@ -803,6 +836,11 @@ fn spawn_edge_watch(pin_dir: &Path, w: EdgeWatch) -> anyhow::Result<()> {
                     info!(ban.target = %net, "ban expired");
                     w.bus
                         .emit(SecurityEvent::edge_unban(&net.to_string(), "expired"));
+                }
+            }
+            if let Ok(expired) = m.sweep_throttles(clock::monotonic_ns()) {
+                for net in expired {
+                    info!(throttle.target = %net, "throttle expired");
                 }
             }
             let Ok(now) = m.counters() else { continue };

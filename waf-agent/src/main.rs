@@ -26,13 +26,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             rt.block_on(waf_agent::daemon::run(args, pin, &cli.socket))
         }
         Command::Status => edge::status(pin, &cli.socket, cli.json),
-        Command::Panic { action } => edge::panic(pin, action, cli.json),
+        Command::Panic { action } => edge::panic(pin, &cli.socket, action, cli.json),
         Command::Mode { mode } => edge::mode(pin, &cli.socket, *mode, cli.json),
         Command::Ban { target, ttl, force } => {
             edge::ban(pin, &cli.socket, target, ttl, *force, cli.json)
         }
         Command::Unban { target } => edge::unban(pin, &cli.socket, target, cli.json),
-        Command::Allow { action } => edge::allow(pin, action, cli.json),
+        Command::Allow { action } => edge::allow(pin, &cli.socket, action, cli.json),
         Command::Detach => edge::detach(pin, cli.json),
         Command::Feeds { action } => waf_agent::cli::feeds(&cli.socket, action, cli.json),
         Command::Rules {

@@ -193,7 +193,7 @@ async fn metrics_endpoint_serves_every_family_with_its_labels() {
     metrics.feed_fetched("spamhaus_drop", Duration::from_millis(80), false);
     metrics.l7_request("block", "sqli-001");
     metrics.l7_request("block", "sqli-001");
-    metrics.l7_request("allow", "");
+    metrics.l7_request("pass", "none");
     metrics.rate_limit_triggered("l7");
     metrics.rate_limit_triggered("edge");
     metrics.offender_blocked_by("198.51.100.23", 50);
@@ -284,7 +284,7 @@ async fn metrics_endpoint_serves_every_family_with_its_labels() {
     assert_eq!(
         m.value(
             "waf_l7_requests_total",
-            &[("action", "allow"), ("rule", "")]
+            &[("action", "pass"), ("rule", "none")]
         ),
         1.0
     );

@@ -339,6 +339,27 @@ async fn upstream_down_is_a_502_in_the_guides_shape() {
 }
 
 #[tokio::test]
+async fn upstream_outage_is_not_an_offence_of_the_client() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = dead.local_addr().expect("address");
+    drop(dead);
+    let mut p = start("blocking", addr, "").await;
+    let (status, _, _) = raw(
+        p.addr,
+        b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 502);
+    let d = p.decisions.recv().await.expect("a decision must be sent");
+    assert_eq!(d.action, DecisionAction::UpstreamError);
+    assert_eq!(d.code, "SYS-5001");
+    assert!(
+        !d.action.is_offence(),
+        "an upstream outage must not feed the playbooks that ban clients"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_stops_the_proxy() {
     let (up, _) = upstream().await;
     let mut p = start("blocking", up, "").await;

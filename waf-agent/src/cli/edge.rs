@@ -10,7 +10,9 @@ use waf_common::Mode;
 use super::{exit, output::print, AllowAction, ModeArg, PanicAction};
 use crate::{
     api::model,
+    bans::BanSource,
     config::parse_net,
+    store::{BanWrite, Store, StoreError, StoredBan, StoredUnban},
     xdp::{loader, maps::EdgeMaps, ops, ops::mode_name},
 };
 
@@ -147,7 +149,7 @@ pub fn status(pin_dir: &Path, socket: &Path, json: bool) -> anyhow::Result<()> {
 
 #[derive(Serialize)]
 struct ModeChange {
-    mode: &'static str,
+    mode: String,
     panic_until_seconds: Option<u64>,
 }
 
@@ -159,11 +161,19 @@ pub fn ssh_client(env_client: Option<&str>, env_connection: Option<&str>) -> Opt
         .and_then(|a| a.parse().ok())
 }
 
-pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result<()> {
+pub fn panic(
+    pin_dir: &Path,
+    socket: &Path,
+    action: &PanicAction,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut maps = open(pin_dir)?;
     match action {
-        PanicAction::On { ttl, force } => {
-            let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
+        PanicAction::On {
+            ttl: ttl_text,
+            force,
+        } => {
+            let ttl = ttl_text.as_deref().map(parse_ttl).transpose()?;
             let client = ssh_client(
                 std::env::var("SSH_CLIENT").ok().as_deref(),
                 std::env::var("SSH_CONNECTION").ok().as_deref(),
@@ -181,22 +191,34 @@ pub fn panic(pin_dir: &Path, action: &PanicAction, json: bool) -> anyhow::Result
                     .into());
                 }
             }
-            let s = ops::panic_on(&mut maps, ttl)?;
+            // Through the running agent when there is one, so the change is a security event.
+            let body = serde_json::json!({"on": true, "ttl": ttl_text});
+            let back_to = match via_api(socket, hyper::Method::POST, "/v1/panic", Some(body)) {
+                Some(r) => {
+                    let m: model::ModeState = serde_json::from_value(r?)?;
+                    m.configured_mode
+                }
+                None => mode_name(ops::panic_on(&mut maps, ttl)?.saved_mode).to_owned(),
+            };
             let out = ModeChange {
-                mode: "panic",
+                mode: "panic".to_owned(),
                 panic_until_seconds: ttl.map(|d| d.as_secs()),
             };
             print(json, &out, |o| {
                 match o.panic_until_seconds {
-                Some(t) => format!("panic mode on for {t}s: dropping everything not allow-listed, then back to {}", mode_name(s.saved_mode)),
+                Some(t) => format!("panic mode on for {t}s: dropping everything not allow-listed, then back to {back_to}"),
                 None => "panic mode on: dropping everything not allow-listed (`waf-agent panic off` ends it)".to_owned(),
             }
             });
         }
         PanicAction::Off => {
-            let s = ops::panic_off(&mut maps)?;
+            let body = serde_json::json!({"on": false});
+            let mode = match via_api(socket, hyper::Method::POST, "/v1/panic", Some(body)) {
+                Some(r) => serde_json::from_value::<model::ModeState>(r?)?.mode,
+                None => mode_name(ops::panic_off(&mut maps)?.mode).to_owned(),
+            };
             let out = ModeChange {
-                mode: mode_name(s.mode),
+                mode,
                 panic_until_seconds: None,
             };
             print(json, &out, |o| {
@@ -221,7 +243,7 @@ pub fn mode(pin_dir: &Path, socket: &Path, mode: ModeArg, json: bool) -> anyhow:
     };
     let s = ops::set_mode(&mut maps, m)?;
     let out = ModeChange {
-        mode: mode_name(s.mode),
+        mode: mode_name(s.mode).to_owned(),
         panic_until_seconds: None,
     };
     print(json, &out, |o| {
@@ -288,6 +310,20 @@ pub fn ban(
     }
     let mut maps = open(pin_dir)?;
     ops::ban(&mut maps, net, ttl)?;
+    // The agent restores bans from its store at start: record this one there too, so the
+    // next start keeps it and a reboot does not lose it.
+    offline_store_write(pin_dir, |_, now| {
+        Ok(vec![
+            BanWrite::Put(StoredBan {
+                net: net.trunc(),
+                source: BanSource::Manual,
+                wall_expires: now + ttl,
+                remaining: ttl,
+                reason: "manual".to_owned(),
+            }),
+            BanWrite::DeleteUnban(net.trunc()),
+        ])
+    });
     let out = BanOut {
         target: net.to_string(),
         ttl_seconds: Some(ttl.as_secs()),
@@ -314,6 +350,25 @@ pub fn unban(pin_dir: &Path, socket: &Path, t: &str, json: bool) -> anyhow::Resu
     }
     let mut maps = open(pin_dir)?;
     maps.ban_clear(net)?;
+    // Without this the next start would restore the lifted ban from the store. The unban
+    // lasts as long as the longest ban it lifted, as the agent's own unban does.
+    offline_store_write(pin_dir, |store, now| {
+        let (bans, _) = store.load_bans(now)?;
+        let left = bans
+            .iter()
+            .filter(|b| b.net.trunc() == net.trunc())
+            .map(|b| b.remaining_at(now))
+            .max()
+            .unwrap_or_default();
+        Ok(vec![
+            BanWrite::DeleteAll(net.trunc()),
+            BanWrite::PutUnban(StoredUnban {
+                net: net.trunc(),
+                wall_until: now + left,
+                remaining: left,
+            }),
+        ])
+    });
     let out = BanOut {
         target: net.to_string(),
         ttl_seconds: None,
@@ -321,6 +376,56 @@ pub fn unban(pin_dir: &Path, socket: &Path, t: &str, json: bool) -> anyhow::Resu
     };
     print(json, &out, |o| format!("unbanned {}", o.target));
     Ok(())
+}
+
+/// Where the agent on `pin_dir` records its state directory at start, so that edge commands
+/// run while it is stopped reach the same ban store. It lives in /run, like the pins it goes
+/// with: both are gone after a reboot.
+pub fn state_dir_record_path(pin_dir: &Path) -> std::path::PathBuf {
+    let name = pin_dir
+        .file_name()
+        .map_or("waf-agent".into(), |n| n.to_string_lossy().into_owned());
+    Path::new("/run").join(format!("{name}-state-dir"))
+}
+
+/// Records `state_dir` as the store of the agent on `pin_dir`.
+pub fn record_state_dir(pin_dir: &Path, state_dir: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        state_dir_record_path(pin_dir),
+        state_dir.as_os_str().as_encoded_bytes(),
+    )
+}
+
+/// The state directory of the agent on `pin_dir`: the one it recorded, else the default.
+pub fn recorded_state_dir(pin_dir: &Path) -> std::path::PathBuf {
+    std::fs::read_to_string(state_dir_record_path(pin_dir))
+        .ok()
+        .map(|s| std::path::PathBuf::from(s.trim_end()))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_STATE_DIR))
+}
+
+/// Applies the ban writes `make` returns to the stopped agent's store. The maps are already
+/// changed; a store that cannot be written is reported on stderr and does not fail the
+/// command.
+fn offline_store_write(
+    pin_dir: &Path,
+    make: impl FnOnce(&mut Store, std::time::SystemTime) -> Result<Vec<BanWrite>, StoreError>,
+) {
+    let dir = recorded_state_dir(pin_dir);
+    if !dir.join(crate::store::FILE_NAME).exists() {
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    let (mut store, _) = Store::open(&dir, now);
+    let result = make(&mut store, now).and_then(|writes| store.write_bans(&writes));
+    if let Err(e) = result {
+        eprintln!(
+            "warning: the ban store in {} was not updated ({e}); the agent's next start may \
+             undo this change",
+            dir.display()
+        );
+    }
 }
 
 /// Run-time allow entries, kept beside the pins so the agent re-applies them on reload.
@@ -345,12 +450,40 @@ fn write_runtime_allow(pin_dir: &Path, set: &BTreeSet<IpNet>) -> anyhow::Result<
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn allow(pin_dir: &Path, action: &AllowAction, json: bool) -> anyhow::Result<()> {
+pub fn allow(
+    pin_dir: &Path,
+    socket: &Path,
+    action: &AllowAction,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut maps = open(pin_dir)?;
     let mut runtime = read_runtime_allow(pin_dir);
+    // Changes go through the running agent when there is one.
+    let api = |method: hyper::Method, net: IpNet| {
+        let n = net.to_string();
+        match method {
+            hyper::Method::POST => via_api(
+                socket,
+                method,
+                "/v1/allow",
+                Some(serde_json::json!({"target": n})),
+            ),
+            _ => via_api(
+                socket,
+                method,
+                &format!("/v1/allow?target={}", n.replace('/', "%2F")),
+                None,
+            ),
+        }
+    };
     match action {
         AllowAction::Add { target: t } => {
             let net = target(t)?;
+            if let Some(r) = api(hyper::Method::POST, net) {
+                r?;
+                print(json, &net.to_string(), |n| format!("allow-listed {n}"));
+                return Ok(());
+            }
             maps.allow_insert(net)?;
             runtime.insert(net);
             write_runtime_allow(pin_dir, &runtime)?;
@@ -358,6 +491,13 @@ pub fn allow(pin_dir: &Path, action: &AllowAction, json: bool) -> anyhow::Result
         }
         AllowAction::Rm { target: t } => {
             let net = target(t)?;
+            if let Some(r) = api(hyper::Method::DELETE, net) {
+                r?;
+                print(json, &net.to_string(), |n| {
+                    format!("removed {n} from the allow list")
+                });
+                return Ok(());
+            }
             maps.allow_remove(net)?;
             runtime.remove(&net);
             write_runtime_allow(pin_dir, &runtime)?;
@@ -381,6 +521,7 @@ pub fn detach(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
     let links = loader::detach_all(pin_dir)
         .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
     let _ = std::fs::remove_file(runtime_allow_path(pin_dir));
+    let _ = std::fs::remove_file(state_dir_record_path(pin_dir));
     print(json, &links, |l| {
         if l.is_empty() {
             format!("removed pins under {}", pin_dir.display())

@@ -218,8 +218,11 @@ impl ModeArg {
 /// `waf-agent config check FILE`: every problem with its path, exit 5 when there are any.
 pub fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let env = crate::config::env::Overrides::from_process();
-    match crate::config::Config::load(file, &env) {
-        Ok(_) => {
+    let checked = crate::config::Config::load(file, &env)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| crate::daemon::check_rules(&c));
+    match checked {
+        Ok(()) => {
             output::print(
                 json,
                 &serde_json::json!({"file": file, "valid": true}),
@@ -229,7 +232,7 @@ pub fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         Err(e) => Err(edge::Exit {
             code: exit::INVALID_CONFIG,
-            message: format!("{}: {e}", file.display()),
+            message: format!("{}: {e:#}", file.display()),
         }
         .into()),
     }

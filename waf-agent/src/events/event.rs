@@ -94,6 +94,7 @@ pub mod kind {
     pub const WAF_SANITIZE: &str = "waf.sanitize";
     pub const WAF_MONITOR: &str = "waf.monitor";
     pub const WAF_RATE_LIMIT: &str = "waf.rate_limit";
+    pub const UPSTREAM_ERROR: &str = "proxy.upstream_error";
     pub const EDGE_DROP: &str = "edge.drop";
     pub const EDGE_BAN: &str = "edge.ban";
     pub const EDGE_UNBAN: &str = "edge.unban";
@@ -214,6 +215,12 @@ impl SecurityEvent {
         ev.event.rule_id = Some(format!("rate-limit:{limit_name}"));
         ev.event.rule_name = Some(limit_name.to_owned());
         ev
+    }
+
+    /// A request the upstream failed to answer (`SYS-5001`) or answered too late
+    /// (`SYS-5002`): an availability event, not an offence of the client's.
+    pub fn upstream_error(req: &RequestInfo, code: &str) -> Self {
+        Self::l7(kind::UPSTREAM_ERROR, Level::Error, code, "error", req)
     }
 
     /// NIC drops from one source for one reason over `interval_seconds`.

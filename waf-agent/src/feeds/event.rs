@@ -68,6 +68,12 @@ impl FailureKind {
 /// One event about feeds, bans or their store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedEvent {
+    /// A remote feed answered (or failed to) after `took`; the fetch alone, before parsing.
+    Fetched {
+        feed: String,
+        took: std::time::Duration,
+        ok: bool,
+    },
     /// A refresh failed; `reason` is the error with its causes.
     FetchFailed {
         feed: String,

@@ -248,10 +248,10 @@ async fn refresh<S: EdgeSink + Send + 'static>(
                 } else {
                     url.clone()
                 };
-                fetcher
-                    .fetch(&url, &validators)
-                    .await
-                    .map_err(|e| Failure::new(e.kind(), &e))
+                let started = tokio::time::Instant::now();
+                let result = fetcher.fetch(&url, &validators).await;
+                lock(engine).fetched(name, started.elapsed(), result.is_ok());
+                result.map_err(|e| Failure::new(e.kind(), &e))
             }
             Err(e) => Err(Failure::new(e.kind(), e)),
         },

@@ -304,24 +304,49 @@ impl Metrics {
     }
 
     pub fn feed_fetched(&self, feed: &str, took: Duration, ok: bool) {
+        self.feed_fetch_latency(feed, took);
+        if ok {
+            // Creates the series at zero, so a feed that never failed shows 0, not nothing.
+            let _ = self
+                .inner
+                .feed_fetch_errors
+                .get_or_create(&vec![("feed", feed.to_owned())]);
+        } else {
+            self.feed_fetch_error(feed);
+        }
+    }
+
+    /// How long one remote fetch of `feed` took.
+    pub fn feed_fetch_latency(&self, feed: &str, took: Duration) {
         let labels = vec![("feed", feed.to_owned())];
         self.inner
             .feed_fetch_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        let errors = self.inner.feed_fetch_errors.get_or_create(&labels);
-        if !ok {
-            errors.inc();
-        }
+        let _ = self.inner.feed_fetch_errors.get_or_create(&labels);
+    }
+
+    /// One failed refresh of `feed` (fetch, validation or apply).
+    pub fn feed_fetch_error(&self, feed: &str) {
+        self.inner
+            .feed_fetch_errors
+            .get_or_create(&vec![("feed", feed.to_owned())])
+            .inc();
     }
 
     // === l7 ===
 
-    /// Counts one inspected request; `action` is `allow`, `block`, `sanitize` or `monitor`,
+    /// Counts one inspected request; `action` is `pass`, `block`, `sanitize`, `monitor`,
+    /// `rate_limit`, `reject` or `upstream_error`,
     /// `rule` the deciding rule id (empty when none matched).
     pub fn l7_request(&self, action: &str, rule: &str) {
+        self.l7_requests(action, rule, 1);
+    }
+
+    /// Counts `n` inspected requests at once (the proxy's passed requests, read in batches).
+    pub fn l7_requests(&self, action: &str, rule: &str, n: u64) {
         let labels = vec![("action", action.to_owned()), ("rule", rule.to_owned())];
-        self.inner.l7_requests.get_or_create(&labels).inc();
+        self.inner.l7_requests.get_or_create(&labels).inc_by(n);
     }
 
     /// `layer` is `edge` or `l7`.

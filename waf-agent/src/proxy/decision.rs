@@ -19,6 +19,19 @@ pub enum DecisionAction {
     RateLimit,
     /// Refused as malformed, oversized or late (4xx other than a rule block).
     Reject,
+    /// The upstream failed or timed out (5xx): the client did nothing wrong, so this is
+    /// never an offence that playbooks count.
+    UpstreamError,
+}
+
+impl DecisionAction {
+    /// Whether the request counts against its source (offender metrics and playbooks).
+    pub fn is_offence(self) -> bool {
+        matches!(
+            self,
+            DecisionAction::Block | DecisionAction::Reject | DecisionAction::RateLimit
+        )
+    }
 }
 
 /// One decision, as the guide's structured event lists it.
@@ -51,6 +64,8 @@ pub struct Decision {
 pub struct DecisionSink {
     tx: Sender<Decision>,
     dropped: Arc<AtomicU64>,
+    /// Requests that matched nothing and were forwarded: counted, never sent one by one.
+    passed: Arc<AtomicU64>,
 }
 
 impl DecisionSink {
@@ -58,7 +73,18 @@ impl DecisionSink {
         DecisionSink {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            passed: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Counts one request that matched nothing.
+    pub fn pass(&self) {
+        self.passed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The shared counter of passed requests, for metrics.
+    pub fn pass_counter(&self) -> Arc<AtomicU64> {
+        self.passed.clone()
     }
 
     pub fn send(&self, d: Decision) {

@@ -81,11 +81,12 @@ pub(super) async fn forward(
         }
         Err(UpstreamError::Timeout) => Err(Refusal::new(
             codes::UPSTREAM_TIMEOUT,
-            DecisionAction::Reject,
+            DecisionAction::UpstreamError,
         )),
-        Err(UpstreamError::Failed(_)) => {
-            Err(Refusal::new(codes::UPSTREAM_DOWN, DecisionAction::Reject))
-        }
+        Err(UpstreamError::Failed(_)) => Err(Refusal::new(
+            codes::UPSTREAM_DOWN,
+            DecisionAction::UpstreamError,
+        )),
     }
 }
 

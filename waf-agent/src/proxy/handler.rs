@@ -160,7 +160,10 @@ async fn process(
     };
     check_files(shared, &inspection)?;
     let (parts, body) = match inspection.verdict {
-        Verdict::Pass => (parts, body),
+        Verdict::Pass => {
+            shared.sink.pass();
+            (parts, body)
+        }
         Verdict::Monitor => {
             decide(
                 shared,

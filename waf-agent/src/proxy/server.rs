@@ -66,6 +66,11 @@ impl Listener {
         self.shared.sink.drop_counter()
     }
 
+    /// The counter of requests that matched nothing and were forwarded.
+    pub fn passed_requests_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.shared.sink.pass_counter()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives open connections
     /// `shutdown_grace` to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {

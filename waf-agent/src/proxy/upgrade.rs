@@ -89,11 +89,14 @@ pub(super) async fn upgrade(
         Err(UpstreamError::Timeout) => {
             return Err(Refusal::new(
                 codes::UPSTREAM_TIMEOUT,
-                DecisionAction::Reject,
+                DecisionAction::UpstreamError,
             ))
         }
         Err(UpstreamError::Failed(_)) => {
-            return Err(Refusal::new(codes::UPSTREAM_DOWN, DecisionAction::Reject))
+            return Err(Refusal::new(
+                codes::UPSTREAM_DOWN,
+                DecisionAction::UpstreamError,
+            ))
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

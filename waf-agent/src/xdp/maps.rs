@@ -443,6 +443,37 @@ impl EdgeMaps {
         self.refresh_present()
     }
 
+    /// Every throttle with its monotonic end.
+    pub fn throttle_entries(&self) -> Vec<(IpNet, u64)> {
+        let mut out = Vec::new();
+        for (k, v) in self.throttle_v4.iter().flatten() {
+            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
+                out.push((IpNet::V4(n), v.expires_ns));
+            }
+        }
+        for (k, v) in self.throttle_v6.iter().flatten() {
+            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
+                out.push((IpNet::V6(n), v.expires_ns));
+            }
+        }
+        out
+    }
+
+    /// Removes throttles that ended at or before `now_ns` (the kernel ignores them already;
+    /// this gives their room back) and returns their prefixes.
+    pub fn sweep_throttles(&mut self, now_ns: u64) -> Result<Vec<IpNet>, MapsError> {
+        let expired: Vec<IpNet> = self
+            .throttle_entries()
+            .into_iter()
+            .filter(|(_, exp)| *exp <= now_ns)
+            .map(|(n, _)| n)
+            .collect();
+        for net in &expired {
+            self.throttle_clear(*net)?;
+        }
+        Ok(expired)
+    }
+
     pub fn throttle_clear(&mut self, net: IpNet) -> Result<(), MapsError> {
         ignore_missing(match net {
             IpNet::V4(n) => lpm_remove_v4(&mut self.throttle_v4, names::THROTTLE_V4, n),

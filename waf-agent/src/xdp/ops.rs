@@ -50,15 +50,27 @@ pub fn set_mode(maps: &mut EdgeMaps, mode: Mode) -> Result<Settings, MapsError> 
     })
 }
 
-/// Bans `net` for `ttl`; an existing longer ban on the same prefix is kept.
+/// Bans `net` for `ttl` with the agent stopped. The kernel finds a source's ban by longest
+/// prefix, so an entry never ends before a ban covering it: `net` takes the end of the
+/// longest ban on it or on any prefix holding it, and narrower entries inside `net` that
+/// would end sooner take `net`'s end (otherwise, once expired, they would hide it).
 pub fn ban(maps: &mut EdgeMaps, net: IpNet, ttl: Duration) -> Result<(), MapsError> {
-    let deadline = clock::deadline_ns(ttl);
-    let current = maps
-        .ban_entries()
-        .into_iter()
-        .find(|(n, _)| *n == net)
-        .map_or(0, |(_, e)| e);
-    maps.ban_set(net, deadline.max(current))
+    let net = net.trunc();
+    let entries = maps.ban_entries();
+    let covering = entries
+        .iter()
+        .filter(|(n, _)| n.contains(&net))
+        .map(|(_, e)| *e)
+        .max()
+        .unwrap_or(0);
+    let end = clock::deadline_ns(ttl).max(covering);
+    maps.ban_set(net, end)?;
+    for (inner, e) in entries {
+        if inner != net && net.contains(&inner) && e < end {
+            maps.ban_set(inner, end)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn mode_state(s: &Settings) -> model::ModeState {

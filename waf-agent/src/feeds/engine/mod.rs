@@ -405,6 +405,15 @@ impl<S: EdgeSink> Engine<S> {
     }
 
     /// The server said the list is unchanged (304).
+    /// Reports how long a remote fetch of `name` took, for the latency metric.
+    pub fn fetched(&mut self, name: &str, took: std::time::Duration, ok: bool) {
+        self.emit(FeedEvent::Fetched {
+            feed: name.to_owned(),
+            took,
+            ok,
+        });
+    }
+
     pub fn not_modified(&mut self, name: &str) {
         let wall = self.clock.wall();
         let Some(f) = self.feeds.get_mut(name) else {
