@@ -254,10 +254,39 @@ fn reload_with_a_broken_config_keeps_the_running_one() {
             "http://localhost/v1/config/reload",
         ],
     );
-    assert!(body.contains("\"applied\":true"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["applied"], true, "{body}");
+    assert_eq!(v["restart_needed"], serde_json::json!([]), "{body}");
     let (_, status, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v["mode"], "monitor");
+
+    // A block read only at start is named, not silently ignored.
+    std::fs::write(
+        &case.config,
+        format!(
+            "{}metrics:\n  listen: 127.0.0.1:19464\n",
+            good.replace("blocking", "monitor").replace("52.3", "52.4")
+        ),
+    )
+    .expect("write");
+    let (_, body) = curl(
+        &case.lab,
+        &[
+            "--unix-socket",
+            sock,
+            "-X",
+            "POST",
+            "http://localhost/v1/config/reload",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["applied"], true, "{body}");
+    assert_eq!(
+        v["restart_needed"],
+        serde_json::json!(["metrics"]),
+        "{body}"
+    );
     agent.stop();
 }
 

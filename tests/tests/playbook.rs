@@ -27,6 +27,27 @@ impl Drop for Cleanup {
     }
 }
 
+impl Upstream {
+    /// A static file server on the host's loopback, port 8000, serving `dir`.
+    fn start(lab: &Lab, dir: &std::path::Path) -> Upstream {
+        Upstream(
+            lab.in_host(&[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("upstream"),
+        )
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -42,6 +63,8 @@ edge:
 proxy:
   listen: "0.0.0.0:8080"
   upstream: "http://127.0.0.1:8000"
+metrics:
+  listen: 127.0.0.1:9464
 playbooks: PLAYBOOKS
 "#;
 
@@ -109,21 +132,7 @@ fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
             .replace("PLAYBOOKS", playbooks.to_str().expect("path")),
     )
     .expect("write config");
-    let _upstream = Upstream(
-        lab.in_host(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("upstream"),
-    );
+    let _upstream = Upstream::start(&lab, &dir);
     let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
     agent.wait_for_log("proxy listening", Duration::from_secs(10));
 
@@ -192,6 +201,30 @@ fn a_hundred_and_one_blocked_requests_get_the_source_dropped_at_the_nic() {
         "a 60-minute ban, {left}s left"
     );
     eprintln!("L7 block to NIC ban: {after:?}");
+
+    // Every decision reached the metrics: 101 blocks, and the one request that passed
+    // (counted in batches each second).
+    let l7 = |action: &str| -> u64 {
+        let out = lab
+            .in_host(&["curl", "-s", "http://127.0.0.1:9464/metrics"])
+            .output()
+            .expect("curl metrics");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("waf_l7_requests_total{{action=\"{action}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let start = Instant::now();
+    while l7("pass") == 0 && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        l7("block"),
+        101,
+        "blocked requests in waf_l7_requests_total"
+    );
+    assert_eq!(l7("pass"), 1, "passed requests in waf_l7_requests_total");
     agent.stop();
 }
 
@@ -213,21 +246,7 @@ fn an_exception_added_through_the_api_lifts_a_false_positive_until_removed() {
             .replace("IFACE", &lab.host_if),
     )
     .expect("write config");
-    let _upstream = Upstream(
-        lab.in_host(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("upstream"),
-    );
+    let _upstream = Upstream::start(&lab, &dir);
     let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
     agent.wait_for_log("proxy listening", Duration::from_secs(10));
     let url =
@@ -337,21 +356,7 @@ fn a_reload_restarts_the_proxy_with_the_new_mode() {
     let text = "waf:\n  mode: MODE\nedge:\n  interfaces: [IFACE]\n  mode: enforce\nproxy:\n  listen: \"0.0.0.0:8080\"\n  upstream: \"http://127.0.0.1:8000\"\n"
         .replace("IFACE", &lab.host_if);
     std::fs::write(&config, text.replace("MODE", "blocking")).expect("write config");
-    let _upstream = Upstream(
-        lab.in_host(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("upstream"),
-    );
+    let _upstream = Upstream::start(&lab, &dir);
     let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
     agent.wait_for_log("proxy listening", Duration::from_secs(10));
     let url = "http://198.18.63.1:8080/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_owned();
@@ -382,5 +387,81 @@ fn a_reload_restarts_the_proxy_with_the_new_mode() {
         "monitor mode after the reload lets the request through; log:\n{}",
         agent.log_text()
     );
+    agent.stop();
+}
+
+#[test]
+fn a_reload_applies_changed_playbooks_beside_the_config() {
+    let lab = Lab::new(64, &["198.18.64.3"]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-reload-pb-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-reload-pb-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
+    // No `playbooks:` key: the file beside the configuration is its playbooks.
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("IFACE", &lab.host_if)
+            .replace("playbooks: PLAYBOOKS\n", ""),
+    )
+    .expect("write config");
+    let playbooks = dir.join("playbooks.yaml");
+    std::fs::write(&playbooks, PLAYBOOKS).expect("write playbooks");
+    let _upstream = Upstream::start(&lab, &dir);
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    agent.wait_for_log("proxy listening", Duration::from_secs(10));
+    let attack = |i: usize| {
+        format!("http://198.18.64.1:8080/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--%20{i}")
+    };
+    let codes = requests(&lab, "198.18.64.3", &(0..5).map(attack).collect::<Vec<_>>());
+    assert_eq!(codes, vec![403; 5]);
+    assert_eq!(
+        lab.ping("198.18.64.3", "198.18.64.1", 2, "0.2"),
+        2,
+        "five blocks do not ban under the guide's tiers"
+    );
+
+    // A stricter playbook: more than 3 blocks ban.
+    std::fs::write(&playbooks, PLAYBOOKS.replace("above: 100", "above: 3"))
+        .expect("rewrite playbooks");
+    let (code, out, err) = cli(&lab, &pin_dir, &["--json", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    agent.wait_for_log("playbooks reloaded", Duration::from_secs(10));
+    // The proxy restarts on the reloaded file: the first block after it is up counts.
+    let start = Instant::now();
+    while requests(&lab, "198.18.64.3", &[attack(5)]) != vec![403] {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the proxy did not come back after the reload:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let codes = requests(&lab, "198.18.64.3", &(6..9).map(attack).collect::<Vec<_>>());
+    assert_eq!(codes, vec![403; 3]);
+    let start = Instant::now();
+    let mut banned = false;
+    while start.elapsed() < Duration::from_secs(2) {
+        let (_, out, _) = cli(&lab, &pin_dir, &["--json", "status"]);
+        if out.contains("198.18.64.3/32") {
+            banned = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        banned,
+        "the reloaded playbook bans after its 4th block:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(lab.ping("198.18.64.3", "198.18.64.1", 2, "0.2"), 0);
     agent.stop();
 }

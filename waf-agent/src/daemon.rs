@@ -36,6 +36,60 @@ pub struct Blocked {
 
 /// Reads and validates the configuration, its L7 rules included: nothing is attached or
 /// applied from a file whose rules do not compile.
+/// Command-line settings that win over the file, at start and at every reload.
+#[derive(Debug, Clone)]
+struct Flags {
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+}
+
+impl Flags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = dir.clone();
+        }
+        if let Some(socket) = &self.socket {
+            config.api.socket = socket.clone();
+        }
+    }
+}
+
+/// The blocks of `new` that differ from `old` and that a reload does not apply: they are
+/// read once at start (listeners, sinks, map sizes, feed tasks).
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut blocks = Vec::new();
+    let checks: [(&str, bool); 8] = [
+        ("siem", differs(&old.siem, &new.siem)),
+        ("api", differs(&old.api, &new.api)),
+        ("metrics", differs(&old.metrics, &new.metrics)),
+        (
+            "logging",
+            old.log_level != new.log_level || old.log_json != new.log_json,
+        ),
+        ("state_dir", old.state_dir != new.state_dir),
+        (
+            "edge.capacity",
+            differs(&old.edge.capacity, &new.edge.capacity),
+        ),
+        (
+            "ip_reputation.feeds",
+            differs(&old.reputation.feeds, &new.reputation.feeds),
+        ),
+        (
+            "ip_reputation.geo",
+            differs(&old.reputation.geo, &new.reputation.geo),
+        ),
+    ];
+    for (name, changed) in checks {
+        if changed {
+            blocks.push(name.to_owned());
+        }
+    }
+    blocks
+}
+
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     let env = Overrides::from_process();
     let config = match path {
@@ -61,10 +115,15 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
 
 /// Validates the file again and applies it as a whole; on any problem the running
 /// configuration stays.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the agent's parts a reload touches"
+)]
 fn reload(
     path: Option<&PathBuf>,
     pin_dir: &Path,
     interfaces: &[String],
+    flags: &Flags,
     maps: &SharedMaps,
     reputation: &SharedEngine<KernelSink>,
     current: &Arc<std::sync::RwLock<Config>>,
@@ -83,11 +142,13 @@ fn reload(
             return ReloadOutcome {
                 applied: false,
                 problems,
+                restart_needed: Vec::new(),
             };
         }
     };
     new.edge.pin_dir = pin_dir.to_owned();
     new.edge.interfaces = interfaces.to_vec();
+    flags.apply(&mut new);
     // The operator's run-time mode stays unless the file's mode itself changed.
     let keep_mode = current.read().is_ok_and(|c| c.edge.mode == new.edge.mode);
     let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new, keep_mode);
@@ -112,6 +173,13 @@ fn reload(
     });
     match delta {
         Ok(d) => {
+            let restart_needed = current
+                .read()
+                .map(|old| restart_needed(&old, &new))
+                .unwrap_or_default();
+            if !restart_needed.is_empty() {
+                warn!(blocks = %restart_needed.join(", "), "these blocks changed and take effect at the next start");
+            }
             info!(
                 deny.added = d.deny_added,
                 deny.removed = d.deny_removed,
@@ -120,7 +188,8 @@ fn reload(
             events.emit(
                 SecurityEvent::config_changed(&source, &format!("{:?}", new.mode))
                     .detail("deny_added", d.deny_added)
-                    .detail("deny_removed", d.deny_removed),
+                    .detail("deny_removed", d.deny_removed)
+                    .detail("restart_needed", &restart_needed),
             );
             if let Ok(mut c) = current.write() {
                 *c = new;
@@ -128,6 +197,7 @@ fn reload(
             ReloadOutcome {
                 applied: true,
                 problems: Vec::new(),
+                restart_needed,
             }
         }
         Err(e) => {
@@ -135,6 +205,7 @@ fn reload(
             ReloadOutcome {
                 applied: false,
                 problems: vec![e.to_string()],
+                restart_needed: Vec::new(),
             }
         }
     }
@@ -149,12 +220,12 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     if pin_dir_flag != Path::new(crate::config::DEFAULT_PIN_DIR) {
         config.edge.pin_dir = pin_dir_flag.to_owned();
     }
-    if let Some(dir) = &args.state_dir {
-        config.state_dir = dir.clone();
-    }
-    if socket_flag != Path::new(crate::api::DEFAULT_SOCKET) {
-        config.api.socket = socket_flag.to_owned();
-    }
+    let flags = Flags {
+        state_dir: args.state_dir.clone(),
+        socket: (socket_flag != Path::new(crate::api::DEFAULT_SOCKET))
+            .then(|| socket_flag.to_owned()),
+    };
+    flags.apply(&mut config);
     let pin_dir = config.edge.pin_dir.clone();
     let _instance = instance_lock(&pin_dir)?;
     if let Err(e) = crate::logging::init_logging(&config.log_level, config.log_json) {
@@ -181,11 +252,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     tokio::spawn(drops.clone().run(bus.clone()));
     info!(config.source = %args.config.as_ref().map_or("embedded default".into(), |p| p.display().to_string()), waf.mode = ?config.mode, "configuration loaded");
 
-    let (books, channels) = match &config.playbooks {
-        Some(p) => playbooks::config::parse(&std::fs::read_to_string(p)?),
-        None => playbooks::config::parse(playbooks::config::DEFAULT_PLAYBOOKS),
-    }
-    .map_err(|ps| anyhow::anyhow!("playbooks refused: {ps:?}"))?;
+    let (books, channels) = load_playbooks(&config)?;
 
     let api_listeners = bind_api(&config.api)?;
     let mut loaded =
@@ -272,8 +339,10 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     let proxy_tx = Arc::new(proxy_tx);
 
     let top = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (playbooks_tx, playbooks_rx) =
+        tokio::sync::watch::channel(Arc::new((books.clone(), channels.clone())));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
-        let (path, pin_dir, maps, rep, current, interfaces, bus, proxy_tx) = (
+        let (path, pin_dir, maps, rep, current, interfaces, bus, proxy_tx, playbooks_tx, flags) = (
             args.config.clone(),
             pin_dir.clone(),
             maps.clone(),
@@ -282,12 +351,15 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             interfaces.clone(),
             bus.clone(),
             proxy_tx.clone(),
+            playbooks_tx.clone(),
+            flags.clone(),
         );
         Arc::new(move || {
             let outcome = reload(
                 path.as_ref(),
                 &pin_dir,
                 &interfaces,
+                &flags,
                 &maps,
                 &rep,
                 &current,
@@ -295,6 +367,17 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             );
             if outcome.applied {
                 let _ = proxy_tx.send(current.read().map(|c| c.clone()).ok());
+                // Checked with the rest of the file before it was applied.
+                // Sent only when they changed, so an unrelated reload keeps their windows.
+                if let Some(loaded) = current.read().ok().and_then(|c| load_playbooks(&c).ok()) {
+                    playbooks_tx.send_if_modified(|set| {
+                        let changed = **set != loaded;
+                        if changed {
+                            *set = Arc::new(loaded);
+                        }
+                        changed
+                    });
+                }
             }
             outcome
         })
@@ -317,6 +400,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     spawn_playbooks(
         Engine::new(books),
         channels,
+        playbooks_rx,
         blocked_rx,
         PlaybookEdge {
             maps: maps.clone(),
@@ -739,16 +823,30 @@ fn spawn_feed_events(
 pub fn spawn_playbooks(
     mut engine: Engine,
     channels: std::collections::BTreeMap<String, playbooks::config::Channel>,
+    mut updates: tokio::sync::watch::Receiver<Arc<PlaybookSet>>,
     mut blocked: mpsc::Receiver<Blocked>,
     mut edge: PlaybookEdge,
     bus: EventBus,
 ) {
     let client = reqwest::Client::new();
-    let channels = Arc::new(channels);
+    let mut channels = Arc::new(channels);
     tokio::spawn(async move {
         let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        updates.mark_unchanged();
+        let mut reloads = true;
         loop {
             tokio::select! {
+                r = updates.changed(), if reloads => {
+                    if r.is_ok() {
+                        let set = updates.borrow_and_update().clone();
+                        // Windows and repeat counts start again under the new playbooks.
+                        engine = Engine::new(set.0.clone());
+                        channels = Arc::new(set.1.clone());
+                        info!(playbooks = set.0.len(), "playbooks reloaded");
+                    } else {
+                        reloads = false;
+                    }
+                }
                 b = blocked.recv() => {
                     let Some(b) = b else { break };
                     let firings = engine.observe(b.source, &b.request_id, tokio::time::Instant::now());
@@ -784,6 +882,23 @@ pub fn spawn_playbooks(
             }
         }
     });
+}
+
+/// Playbooks and their notification channels, as one file defines them.
+pub type PlaybookSet = (
+    Vec<playbooks::config::Playbook>,
+    std::collections::BTreeMap<String, playbooks::config::Channel>,
+);
+
+/// The playbooks `config` names, or the embedded default.
+fn load_playbooks(config: &Config) -> anyhow::Result<PlaybookSet> {
+    match &config.playbooks {
+        Some(p) => playbooks::config::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => playbooks::config::parse(playbooks::config::DEFAULT_PLAYBOOKS),
+    }
+    .map_err(|ps| anyhow::anyhow!("playbooks refused: {ps:?}"))
 }
 
 /// What the edge watcher needs.

@@ -321,6 +321,7 @@ pub async fn reload(State(c): State<Control>) -> Json<ReloadOutcome> {
             .unwrap_or(ReloadOutcome {
                 applied: false,
                 problems: vec!["the reload task failed".to_owned()],
+                restart_needed: Vec::new(),
             }),
     )
 }

@@ -129,6 +129,11 @@ pub struct ReloadOutcome {
     pub applied: bool,
     /// Every problem with its path when the new configuration was refused.
     pub problems: Vec<String>,
+    /// Blocks that changed but take effect only at the next start (`siem`, `api`,
+    /// `metrics`, `logging`, `state_dir`, `edge.capacity`, `ip_reputation.feeds`,
+    /// `ip_reputation.geo`).
+    #[serde(default)]
+    pub restart_needed: Vec<String>,
 }
 
 /// The error body, in the guide's standard shape.

@@ -282,6 +282,27 @@ impl Config {
         config.base_dir = path
             .parent()
             .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+        // Like `rules/` and `error_codes.yaml`, a `playbooks.yaml` beside the file is the
+        // file's own unless `playbooks:` names another.
+        let beside = config.base_dir.join("playbooks.yaml");
+        if config.playbooks.is_none() && beside.is_file() {
+            let text = std::fs::read_to_string(&beside).map_err(|source| ConfigError::Read {
+                path: beside.display().to_string(),
+                source,
+            })?;
+            if let Err(problems) = crate::playbooks::config::parse(&text) {
+                return Err(ConfigError::Invalid(
+                    problems
+                        .into_iter()
+                        .map(|mut q| {
+                            q.path = format!("playbooks({}).{}", beside.display(), q.path);
+                            q
+                        })
+                        .collect(),
+                ));
+            }
+            config.playbooks = Some(beside);
+        }
         Ok(config)
     }
 

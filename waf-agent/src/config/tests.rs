@@ -352,3 +352,34 @@ fn file_without_a_mode_starts_in_monitor() {
     assert_eq!(c.mode, WafMode::Monitor);
     assert_eq!(c.edge.mode, EdgeMode::Monitor);
 }
+
+#[test]
+fn playbooks_file_beside_the_config_is_used_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, "waf:\n  mode: monitor\n").expect("write");
+    let c = Config::load(&config, &Overrides::none()).expect("no playbooks.yaml: valid");
+    assert_eq!(c.playbooks, None, "the embedded playbooks stay in force");
+
+    let beside = dir.path().join("playbooks.yaml");
+    std::fs::write(
+        &beside,
+        "playbooks:\n  - name: strict\n    window_minutes: 1\n    tiers:\n      - severity: high\n        above: 5\n        actions:\n          - log\n",
+    )
+    .expect("write");
+    let c = Config::load(&config, &Overrides::none()).expect("valid playbooks");
+    assert_eq!(c.playbooks.as_deref(), Some(beside.as_path()));
+
+    std::fs::write(
+        &beside,
+        "playbooks:\n  - name: broken\n    window_minutes: soon\n",
+    )
+    .expect("write");
+    match Config::load(&config, &Overrides::none()) {
+        Err(ConfigError::Invalid(p)) => assert!(
+            p.iter().any(|q| q.path.contains("playbooks.yaml")),
+            "the problem names the file: {p:?}"
+        ),
+        other => panic!("a broken playbooks.yaml beside the config must be refused: {other:?}"),
+    }
+}
