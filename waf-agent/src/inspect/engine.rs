@@ -15,6 +15,7 @@ use super::{
     parse::{extract, Anomaly, Input, Target},
     request::RequestView,
     rules::{load_dir, Action, Category, Rule, RuleSet, RulesError, Transform},
+    sanitize::Strategy,
     timestamp::now_unix,
     transforms::apply,
     uploads::FileInfo,
@@ -69,8 +70,8 @@ pub struct Inspection {
     pub verdict: Verdict,
     /// The path with dot segments resolved.
     pub path: String,
-    /// Names of the arguments to sanitise when the verdict is `Sanitize`.
-    pub sanitize_args: Vec<String>,
+    /// The arguments to sanitise when the verdict is `Sanitize`, each with its strategy.
+    pub sanitize_args: Vec<(String, Strategy)>,
     /// Files uploaded in a multipart body.
     pub files: Vec<FileInfo>,
 }
@@ -147,9 +148,14 @@ impl Engine {
             .collect();
         let mut by_pipeline: BTreeMap<Vec<Transform>, Vec<usize>> = BTreeMap::new();
         for (i, rule) in rules.iter().enumerate() {
-            let mut t = rule.transforms.clone();
-            t.sort();
-            t.dedup();
+            // In the order the rule wrote them: `[remove_comments, compress_whitespace]` is
+            // not the same pipeline as the reverse.
+            let mut t: Vec<Transform> = Vec::with_capacity(rule.transforms.len());
+            for x in &rule.transforms {
+                if !t.contains(x) {
+                    t.push(*x);
+                }
+            }
             by_pipeline.entry(t).or_default().push(i);
         }
         let mut groups = Vec::new();
@@ -346,11 +352,21 @@ impl Engine {
             },
             _ => Verdict::Monitor,
         };
-        let mut sanitize_args = Vec::new();
+        let mut sanitize_args: Vec<(String, Strategy)> = Vec::new();
         if verdict == Verdict::Sanitize {
             for m in matches.iter().filter(|m| m.action == Action::Sanitize) {
                 if m.target == Target::Args {
-                    sanitize_args.push(m.name.clone());
+                    let strategy = Strategy::of(
+                        self.rules
+                            .iter()
+                            .find(|r| r.id == m.rule_id)
+                            .and_then(|r| r.sanitize_strategy.as_deref()),
+                    );
+                    // Two rules on one argument: the stricter strategy.
+                    match sanitize_args.iter_mut().find(|(n, _)| *n == m.name) {
+                        Some((_, s)) => *s = (*s).max(strategy),
+                        None => sanitize_args.push((m.name.clone(), strategy)),
+                    }
                 } else {
                     // Only argument values can be rewritten; markup anywhere else is blocked.
                     verdict = Verdict::Block;

@@ -1,11 +1,37 @@
 //! The guide's `strip_tags_and_escape`: what sanitize mode does to a value an XSS rule
 //! matched, and the rewriting of query strings and form bodies that carry such values.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::normalize::decode_value;
+
+/// How a sanitising rule cleans the value it matched (`sanitize_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Strategy {
+    /// HTML-escape only: the text survives, markup cannot.
+    Escape,
+    /// Drop tags, then escape what is left (the default).
+    StripTagsAndEscape,
+}
+
+impl Strategy {
+    /// The rule's `sanitize_strategy`; none means the guide's `strip_tags_and_escape`.
+    pub fn of(name: Option<&str>) -> Strategy {
+        match name {
+            Some("escape") => Strategy::Escape,
+            _ => Strategy::StripTagsAndEscape,
+        }
+    }
+
+    pub fn apply(self, value: &str) -> String {
+        match self {
+            Strategy::Escape => escape(value),
+            Strategy::StripTagsAndEscape => strip_tags_and_escape(value),
+        }
+    }
+}
 
 /// Removes everything between `<` and the next `>` (or the end), then HTML-escapes what is
 /// left, so neither markup nor an attribute break-out survives.
@@ -41,8 +67,8 @@ pub fn escape(value: &str) -> String {
 }
 
 /// Rewrites an urlencoded string, replacing the values of the named arguments with their
-/// sanitised, re-encoded form. Other pairs are kept byte for byte.
-pub fn rewrite_form(raw: &[u8], names: &HashSet<String>) -> Vec<u8> {
+/// form cleaned by the argument's strategy, re-encoded. Other pairs are kept byte for byte.
+pub fn rewrite_form(raw: &[u8], names: &HashMap<String, Strategy>) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     for (i, pair) in raw.split(|&b| b == b'&').enumerate() {
         if i > 0 {
@@ -54,8 +80,8 @@ pub fn rewrite_form(raw: &[u8], names: &HashSet<String>) -> Vec<u8> {
         };
         let decoded_name = decode_value(name, true).text;
         match value {
-            Some(v) if names.contains(&decoded_name) => {
-                let clean = strip_tags_and_escape(&decode_value(v, true).text);
+            Some(v) if names.contains_key(&decoded_name) => {
+                let clean = names[&decoded_name].apply(&decode_value(v, true).text);
                 out.extend_from_slice(name);
                 out.push(b'=');
                 out.extend(utf8_percent_encode(&clean, NON_ALPHANUMERIC).flat_map(str::bytes));
@@ -85,8 +111,19 @@ mod tests {
 
     #[test]
     fn only_named_values_are_rewritten() {
-        let names = HashSet::from(["q".to_owned()]);
+        let names = HashMap::from([("q".to_owned(), Strategy::StripTagsAndEscape)]);
         let out = rewrite_form(b"a=%3Cb%3E&q=%3Cscript%3Ex&z", &names);
         assert_eq!(String::from_utf8_lossy(&out), "a=%3Cb%3E&q=x&z");
+    }
+
+    #[test]
+    fn escape_strategy_keeps_the_text_and_neutralises_the_markup() {
+        let names = HashMap::from([("q".to_owned(), Strategy::Escape)]);
+        let out = rewrite_form(b"q=%3Cb%3Ehi%3C%2Fb%3E", &names);
+        assert_eq!(
+            decode_value(&out[2..], true).text,
+            "&lt;b&gt;hi&lt;/b&gt;",
+            "escaped, not stripped"
+        );
     }
 }

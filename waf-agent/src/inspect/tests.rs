@@ -184,10 +184,13 @@ fn sanitize_mode_rewrites_xss_arguments() {
         .expect("test request must parse");
     let i = e.inspect(&req);
     assert_eq!(i.verdict, Verdict::Sanitize);
-    assert_eq!(i.sanitize_args, ["q"; 1].repeat(i.sanitize_args.len()));
-    assert!(
-        !i.sanitize_args.is_empty(),
-        "the argument to sanitise must be named"
+    assert_eq!(
+        i.sanitize_args,
+        vec![(
+            "q".to_owned(),
+            super::sanitize::Strategy::StripTagsAndEscape
+        )],
+        "the argument to sanitise is named once, with the shipped rules' strategy"
     );
 }
 
@@ -206,6 +209,20 @@ fn scores_add_up_to_the_threshold() {
         verdict(&e, b"GET /?x=alpha&y=beta HTTP/1.1\r\n\r\n").0,
         Verdict::Block
     );
+}
+
+#[test]
+fn transforms_run_in_the_order_the_rule_writes_them() {
+    // `union /**/ select`: comments removed, then whitespace compressed, gives
+    // `union select`; the other order leaves two spaces.
+    let rules = "waf.rules.sql_injection:\n  - id: ordered\n    pattern: 'union select'\n    \
+                 score: 5\n    transforms: [remove_comments, compress_whitespace]\n  \
+                 - id: reversed\n    pattern: 'union select'\n    score: 5\n    \
+                 transforms: [compress_whitespace, remove_comments]\n";
+    let e = custom("blocking", "", rules);
+    let (v, ids) = verdict(&e, b"GET /?q=union%20/**/%20select HTTP/1.1\r\n\r\n");
+    assert_eq!(v, Verdict::Block);
+    assert_eq!(ids, vec!["ordered".to_owned()]);
 }
 
 #[test]

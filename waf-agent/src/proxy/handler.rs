@@ -1,7 +1,7 @@
 //! One request through the proxy: identity, framing, rate limit, body limits, inspection,
 //! then a refusal in the guide's error shape or the request forwarded upstream.
 
-use std::{collections::HashSet, convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderName, Request, Response};
@@ -22,7 +22,10 @@ use super::{
 };
 use crate::{
     config::ProxyConfig,
-    inspect::{sanitize::rewrite_form, Engine, Inspection, RequestView, Verdict},
+    inspect::{
+        sanitize::{rewrite_form, Strategy},
+        Engine, Inspection, RequestView, Verdict,
+    },
 };
 
 /// What every request handler shares.
@@ -251,7 +254,7 @@ fn sanitize(
     i: &Inspection,
     ctx: &Ctx,
 ) -> Option<(http::request::Parts, Bytes)> {
-    let names: HashSet<String> = i.sanitize_args.iter().cloned().collect();
+    let names: HashMap<String, Strategy> = i.sanitize_args.iter().cloned().collect();
     if let Some(q) = parts.uri.query() {
         let clean = rewrite_form(q.as_bytes(), &names);
         let pq = format!("{}?{}", parts.uri.path(), String::from_utf8_lossy(&clean));
