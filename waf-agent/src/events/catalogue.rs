@@ -32,6 +32,10 @@ pub struct ErrorCode {
     pub severity: Severity,
     #[serde(default)]
     pub details_required: bool,
+    /// What an operator should do about it (shown by the proxy's catalogue, kept here so
+    /// one file serves both).
+    #[serde(default)]
+    pub remediation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,13 +93,15 @@ impl ErrorCatalogue {
         ErrorCatalogue::from_yaml(DEFAULT_CATALOGUE)
     }
 
-    /// The catalogue at `path` (`Config::error_codes_path`, from
-    /// `PLEXICHAT_ERROR_CODES_PATH`), or the shipped one when there is none.
+    /// The shipped catalogue overlaid with the one at `path` (`Config::error_codes_path`,
+    /// from `PLEXICHAT_ERROR_CODES_PATH`), as the proxy reads it: a file that lists only the
+    /// guide's three codes keeps the severities of every other code.
     pub fn for_config(path: Option<&Path>) -> Result<ErrorCatalogue, CatalogueError> {
-        match path {
-            Some(p) => ErrorCatalogue::load(p),
-            None => ErrorCatalogue::embedded(),
+        let mut catalogue = ErrorCatalogue::embedded()?;
+        if let Some(p) = path {
+            catalogue.codes.extend(ErrorCatalogue::load(p)?.codes);
         }
+        Ok(catalogue)
     }
 
     pub fn get(&self, code: &str) -> Option<&ErrorCode> {
@@ -152,6 +158,37 @@ mod tests {
                 "{k} is missing from config/error_codes.yaml"
             );
         }
+    }
+
+    #[test]
+    fn guides_catalogue_overlays_the_shipped_one_and_keeps_the_other_severities() {
+        // The guide's `error_codes` example as written, with a remediation note added the
+        // way operators annotate their catalogues.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("error_codes.yaml");
+        std::fs::write(
+            &path,
+            "error_codes:\n  - code: \"SEC-1001\"\n    http_status: 403\n    key: \"waf_blocked_request\"\n    \
+             message: \"Request blocked by WAF rule\"\n    severity: \"critical\"\n    details_required: true\n    \
+             remediation: \"see the runbook\"\n  - code: \"AUTH-2001\"\n    http_status: 401\n    \
+             key: \"auth_mfa_required\"\n    message: \"Multi-factor authentication required\"\n    \
+             severity: \"medium\"\n",
+        )
+        .expect("write");
+        let c = ErrorCatalogue::for_config(Some(&path)).expect("the guide's catalogue loads");
+        assert_eq!(
+            c.severity("SEC-1001"),
+            Some(Severity::Critical),
+            "the file wins"
+        );
+        assert_eq!(c.severity("AUTH-2001"), Some(Severity::Medium));
+        assert_eq!(
+            c.severity(crate::events::event::code::EDGE_BAN),
+            ErrorCatalogue::embedded()
+                .expect("embedded")
+                .severity(crate::events::event::code::EDGE_BAN),
+            "codes the file does not list keep the shipped severity"
+        );
     }
 
     #[test]
