@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-fn run(args: &[&str]) -> (i32, String) {
+/// Runs the agent binary; returns its exit code, stdout and stderr.
+fn exec(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_waf-agent"))
         .args(args)
         .output()
@@ -10,7 +11,13 @@ fn run(args: &[&str]) -> (i32, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let (code, out, _) = exec(args);
+    (code, out)
 }
 
 #[test]
@@ -68,14 +75,8 @@ fn rules_test_reports_every_match_and_the_verdict_of_the_configured_mode() {
 }
 
 fn run_err(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_waf-agent"))
-        .args(args)
-        .output()
-        .expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, err) = exec(args);
+    (code, err)
 }
 
 #[test]

@@ -449,3 +449,118 @@ async fn connections_over_the_cap_are_closed() {
         String::from_utf8_lossy(&out)
     );
 }
+
+/// A proxy on `text`'s configuration (the shipped rules), with its decision channel.
+async fn start_with(text: &str) -> (SocketAddr, mpsc::Receiver<Decision>) {
+    let mut config = Config::from_yaml(text, &Overrides::none()).expect("test config must load");
+    config.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let (tx, rx) = mpsc::channel(16);
+    let listener = proxy::bind(&config, tx).await.expect("proxy must start");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(listener.run(std::future::pending()));
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn upstream_that_never_answers_gets_504_and_is_no_offence() {
+    // Accepts connections and reads, never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let (proxy, mut decisions) = start_with(&format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{addr}\n  upstream_timeout_ms: 300\n"
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = raw(
+        proxy,
+        b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "SYS-5002");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after the 300 ms upstream timeout, not much later: {:?}",
+        started.elapsed()
+    );
+    let d = decisions.recv().await.expect("a decision must be sent");
+    assert_eq!(d.action, DecisionAction::UpstreamError);
+    assert!(!d.action.is_offence());
+}
+
+#[tokio::test]
+async fn body_that_arrives_too_slowly_gets_408_valid_3005() {
+    let (up, seen) = upstream().await;
+    let (proxy, mut decisions) = start_with(&format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{up}\n  body_timeout_ms: 300\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(b"POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly part")
+        .await
+        .expect("send a head and part of the body");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the proxy must answer and close");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "answer: {text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(json(body)["error"]["code"], "VALID-3005");
+    let d = decisions.recv().await.expect("a decision must be sent");
+    assert_eq!(d.code, "VALID-3005");
+    assert!(seen.lock().await.is_empty(), "nothing reaches the upstream");
+}
+
+#[tokio::test]
+async fn uploaded_file_over_max_file_size_gets_valid_3001() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    // A plain-text file of 2000 bytes: under max_body_bytes (4096), over max_file_size_bytes
+    // (1000), of an allowed type.
+    let file = "a".repeat(2000);
+    let body = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+Content-Type: text/plain\r\n\r\n{file}\r\n--b--\r\n"
+    );
+    let req = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, resp) = raw(p.addr, req.as_bytes()).await;
+    assert_eq!(status, 400, "body: {resp}");
+    assert_eq!(json(&resp)["error"]["code"], "VALID-3001");
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn request_id_is_generated_when_absent_and_passed_upstream() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let (status, head, _) = raw(
+        p.addr,
+        b"GET /plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rid = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("the answer carries a request id")
+        .trim()
+        .to_owned();
+    assert!(rid.len() >= 8, "a generated id, not an empty one: {rid:?}");
+    let seen = seen.lock().await;
+    assert_eq!(seen.len(), 1);
+    assert!(
+        // The head was lowered by `raw`.
+        seen[0].to_ascii_lowercase().contains(&format!("rid={rid}")),
+        "the upstream saw the same id: {seen:?}"
+    );
+}

@@ -405,18 +405,7 @@ impl EdgeMaps {
 
     /// Every ban entry with its monotonic expiry, expired ones included.
     pub fn ban_entries(&self) -> Vec<(IpNet, u64)> {
-        let mut out = Vec::new();
-        for (k, v) in self.ban_v4.iter().flatten() {
-            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
-                out.push((IpNet::V4(n), v.expires_ns));
-            }
-        }
-        for (k, v) in self.ban_v6.iter().flatten() {
-            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
-                out.push((IpNet::V6(n), v.expires_ns));
-            }
-        }
-        out
+        lpm_entries(&self.ban_v4, &self.ban_v6, |b| b.expires_ns)
     }
 
     /// Removes bans whose time has passed; returns them.
@@ -445,18 +434,7 @@ impl EdgeMaps {
 
     /// Every throttle with its monotonic end.
     pub fn throttle_entries(&self) -> Vec<(IpNet, u64)> {
-        let mut out = Vec::new();
-        for (k, v) in self.throttle_v4.iter().flatten() {
-            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
-                out.push((IpNet::V4(n), v.expires_ns));
-            }
-        }
-        for (k, v) in self.throttle_v6.iter().flatten() {
-            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
-                out.push((IpNet::V6(n), v.expires_ns));
-            }
-        }
-        out
+        lpm_entries(&self.throttle_v4, &self.throttle_v6, |t| t.expires_ns)
     }
 
     /// Removes throttles that ended at or before `now_ns` (the kernel ignores them already;
@@ -542,6 +520,26 @@ impl EdgeMaps {
             (names::THROTTLE_V6, self.throttle_v6.keys().count()),
         ]
     }
+}
+
+/// Every prefix of a pair of LPM tries with the monotonic end `end` reads from its value.
+fn lpm_entries<V: aya::Pod>(
+    v4: &Lpm4<V>,
+    v6: &Lpm6<V>,
+    end: impl Fn(&V) -> u64,
+) -> Vec<(IpNet, u64)> {
+    let mut out = Vec::new();
+    for (k, v) in v4.iter().flatten() {
+        if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
+            out.push((IpNet::V4(n), end(&v)));
+        }
+    }
+    for (k, v) in v6.iter().flatten() {
+        if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
+            out.push((IpNet::V6(n), end(&v)));
+        }
+    }
+    out
 }
 
 /// The /24s (as hint bits: first, count) that `net` covers whole, for an IPv4 prefix of /24 or
