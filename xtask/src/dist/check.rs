@@ -32,11 +32,16 @@ const FILES: &[&str] = &[
     "usr/share/man/man1/waf-agent.1.gz",
     "usr/share/doc/waf-agent/copyright",
     "usr/share/doc/waf-agent/install.md",
+    "etc/waf-agent/rules/sql_injection.yaml",
+    "etc/waf-agent/rules/xss.yaml",
+    "etc/waf-agent/rules/path_traversal.yaml",
 ];
 const CONFFILES: &[&str] = &[
     "/etc/waf-agent/agent.yaml",
     "/etc/waf-agent/playbooks.yaml",
     "/etc/waf-agent/error_codes.yaml",
+    "/etc/waf-agent/rules/sql_injection.yaml",
+    "/etc/waf-agent/rules/xss.yaml",
 ];
 
 pub fn run(ws: &Workspace, deb: &Path) -> Result<()> {
