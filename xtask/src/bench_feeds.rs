@@ -9,7 +9,6 @@
 use std::{
     fmt::Write as _,
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -27,21 +26,11 @@ pub struct Args {
     /// Entries changed by the delta (half removed, half added).
     #[arg(long, default_value_t = 10_000)]
     pub delta: usize,
-    /// Run here even in a debug build (used by the release child).
-    #[arg(long, hide = true)]
-    pub in_process: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) && !args.in_process {
-        return crate::cmd::run(
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
-                .args(["bench", "feeds", "--in-process"])
-                .arg(format!("--entries={}", args.entries))
-                .arg(format!("--delta={}", args.delta))
-                .env("AYA_BUILD_SKIP", "1"),
-        );
+    if let Some(child) = crate::cmd::rerun_in_release() {
+        return child;
     }
     let rows = measure(args)?;
     let mut table = String::from("| step | time | peak RSS |\n|---|---:|---:|\n");

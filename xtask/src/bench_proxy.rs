@@ -286,6 +286,9 @@ fn chart(path: &Path, results: &Results) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(child) = crate::cmd::rerun_in_release() {
+        return child;
+    }
     let dir = args.out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let upstream = start_upstream()?;

@@ -123,6 +123,9 @@ fn pct(v: Option<f64>) -> String {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(child) = crate::cmd::rerun_in_release() {
+        return child;
+    }
     let mut cases = corpus::crs(&args.corpora)?;
     cases.extend(corpus::recorded(&args.corpora, args.recorded_limit)?);
     cases.extend(corpus::payloads(&args.corpora)?);

@@ -309,7 +309,7 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
     let _ = writeln!(
         md,
         "{} deny entries (every flood source among them as an exact address), {} runs of \
-         {:.0} s per receiver and kind, the receivers taking turns within each run (each turn starting with an unmeasured {:.0} s flood), min–max over the runs. trafgen on one CPU in the \
+         {:.0} s per receiver and kind, the receivers taking turns within each run (each turn starting with an unmeasured {:.0} s flood), min–max over the runs. {} on one CPU in the \
          generator namespace, as fast as it can; the receiver is a veth in driver-mode XDP \
          (nftables: netdev ingress hook). Offered: packets the generator's interface sent \
          (veth holds the sender back when the receiver falls behind). Dropped: the receiver's own \
@@ -317,13 +317,28 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
          during the flood, which is where veth's receive path and XDP run; the machine is \
          shared, so this includes other load. Ratios compare medians to ours (drops/s: \
          higher is better; CPU per packet: lower is better). Generator restarts: trafgen gives \
-         up when veth's queue stays full and is started again at once.\n\nNB: veth runs \
-         driver-mode XDP on a socket buffer only after copying the packet into a page with XDP \
-         headroom (the generator's buffers have too little), a per-packet cost a physical NIC's \
-         driver does not have and nftables and the plain stack do not pay here. This flood \
-         ranks the XDP filters against each other; it understates their edge over nftables \
-         and no filter.\n",
-        args.entries, args.runs, args.seconds, args.warmup
+         up when veth's queue stays full and is started again at once.\n\n{}\n",
+        args.entries,
+        args.runs,
+        args.seconds,
+        args.warmup,
+        match args.generator {
+            Generator::Trafgen => "trafgen",
+            Generator::Live => "An XDP redirect program run by BPF_PROG_TEST_RUN in live-frames mode",
+        },
+        match args.generator {
+            Generator::Trafgen => "NB: veth runs driver-mode XDP on a socket buffer only after \
+                copying the packet into a page with XDP headroom (the generator's buffers have \
+                too little), a per-packet cost a physical NIC's driver does not have and \
+                nftables and the plain stack do not pay here. This flood ranks the XDP filters \
+                against each other; it understates their edge over nftables and no filter.",
+            Generator::Live => "NB: live frames reach the receiver as XDP frames, as from a \
+                NIC's driver, but the receiving side's work runs on the sending CPU as part of \
+                the generator's system call, where /proc/stat may not count it as softirq \
+                time: when every receiver keeps up with the offered rate, the CPU columns \
+                show the cost of the socket-buffer path (nftables, no filter) only, and the \
+                offered rate is this machine's generator ceiling rather than a receiver's.",
+        }
     );
     for (ki, kind) in [Kind::Udp, Kind::Syn].iter().enumerate() {
         let _ = writeln!(md, "## {} flood\n", kind.name());
