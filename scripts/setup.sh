@@ -21,7 +21,7 @@ packages=(
     wrk qemu-system-x86 cpio busybox-static
     file binutils util-linux curl debootstrap systemd dpkg-dev
     netsniff-ng fonts-dejavu-core
-    pkg-config libssl-dev
+    pkg-config libssl-dev python3
 )
 missing=()
 for p in "${packages[@]}"; do
