@@ -109,8 +109,26 @@ impl Lab {
     pub fn in_host(&self, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/var/run/netns/{}", self.host))
-            .args(args);
+            .args(args)
+            // The lockout guards read these; a test run from an SSH session must not trip
+            // them unless a test sets them itself.
+            .env_remove("SSH_CLIENT")
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SUDO_USER");
         c
+    }
+
+    /// Starts pinging `dst` from `src` in the peer, `interval` seconds apart, until
+    /// [`Pinger::finish`].
+    pub fn start_ping(&self, src: &str, dst: &str, interval: &str) -> Pinger {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.peer, "ping", "-n", "-q"])
+            .args(["-i", interval, "-W", "1", "-I", src, dst])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("running ping");
+        Pinger { child }
     }
 
     /// Sends `count` pings from `src` in the peer to `dst`, `interval` seconds apart;
@@ -129,6 +147,30 @@ impl Lab {
             .and_then(|p| p.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
+    }
+}
+
+/// A ping running in the background.
+pub struct Pinger {
+    child: std::process::Child,
+}
+
+impl Pinger {
+    /// Stops the ping (SIGINT, so it prints its summary); returns (sent, answered).
+    pub fn finish(self) -> (u32, u32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = self.child.wait_with_output().expect("ping output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains("received")).unwrap_or("");
+        let field = |i: usize| {
+            line.split(", ")
+                .nth(i)
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (field(0), field(1))
     }
 }
 

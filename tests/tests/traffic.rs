@@ -123,33 +123,28 @@ fn kill_9_keeps_the_denied_source_dropped_and_the_restarted_agent_adopts_the_pin
     // The denied source sends throughout: before the kill, while no agent runs, while the
     // next one starts and adopts the pins, and after.
     let lab = &case.lab;
-    let agent = std::thread::scope(|s| {
-        let sender = s.spawn(|| lab.ping("198.18.41.3", "198.18.41.1", 100, "0.1"));
-        std::thread::sleep(Duration::from_millis(500));
-        agent.kill_9();
-        std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(
-            attached_programs(lab, &lab.host_if),
-            first,
-            "the program outlives the agent"
-        );
-        assert_eq!(
-            lab.ping("198.18.41.2", "198.18.41.1", 2, "0.2"),
-            2,
-            "clean source still passes"
-        );
-        let agent = Agent::start(lab, &case.pin_dir, &config, &case.dir.join("agent2.log"));
-        assert!(
-            !sender.is_finished(),
-            "the denied source must still be sending when the restarted agent is up"
-        );
-        assert_eq!(
-            sender.join().expect("ping thread"),
-            0,
-            "the denied source got through"
-        );
-        agent
-    });
+    let sender = lab.start_ping("198.18.41.3", "198.18.41.1", "0.1");
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill_9();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        attached_programs(lab, &lab.host_if),
+        first,
+        "the program outlives the agent"
+    );
+    assert_eq!(
+        lab.ping("198.18.41.2", "198.18.41.1", 2, "0.2"),
+        2,
+        "clean source still passes"
+    );
+    let agent = Agent::start(lab, &case.pin_dir, &config, &case.dir.join("agent2.log"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, answered) = sender.finish();
+    assert!(
+        sent >= 10,
+        "the denied source sent throughout the restart ({sent} echo requests)"
+    );
+    assert_eq!(answered, 0, "the denied source got through");
     let text = agent.log_text();
     assert!(
         text.contains("xdp.adopted=true"),
@@ -280,6 +275,27 @@ fn panic_button_refuses_when_the_ssh_client_is_not_allow_listed() {
         .expect("run");
     assert_eq!(out.status.code(), Some(3), "refused with exit code 3");
     assert!(String::from_utf8_lossy(&out.stderr).contains("198.18.44.77 is not allow-listed"));
+    // Under sudo, which clears SSH_CLIENT, the guard finds it in the calling shell.
+    let bin = waf_tests::agent::binary();
+    let out = case
+        .lab
+        .in_host(&[
+            "sh",
+            "-c",
+            "env -u SSH_CLIENT -u SSH_CONNECTION SUDO_USER=operator \"$0\" --pin-dir \"$1\" panic on; exit $?",
+            bin.to_str().expect("path"),
+            case.pin_dir.to_str().expect("path"),
+        ])
+        .env("SSH_CLIENT", "198.18.44.78 50000 22")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "refused under sudo too: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("198.18.44.78 is not allow-listed"));
     let (_, status, _) = cli(&case.lab, &case.pin_dir, &["--json", "status"]);
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v["mode"], "enforce", "mode unchanged after a refusal");
@@ -370,5 +386,45 @@ fn unban_with_the_agent_stopped_is_not_undone_by_its_next_start() {
         .filter_map(|b| b["target"].as_str())
         .collect();
     assert_eq!(bans, vec!["198.18.46.4/32"], "{out}");
+    agent.stop();
+}
+
+#[test]
+fn attach_falls_back_to_generic_mode_where_the_driver_has_no_xdp() {
+    let (case, config) = Case::new(47, &[], NO_DENY);
+    let lab = &case.lab;
+    // A bridge has no native XDP; the veth beside it has.
+    let out = lab
+        .in_host(&["ip", "link", "add", "wafbr0", "type", "bridge"])
+        .output()
+        .expect("ip link add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config_text = std::fs::read_to_string(&config).expect("config").replace(
+        &format!("interfaces: [{}]", lab.host_if),
+        &format!("interfaces: [{}, wafbr0]", lab.host_if),
+    );
+    std::fs::write(&config, config_text).expect("write config");
+    let agent = Agent::start(lab, &case.pin_dir, &config, &case.dir.join("agent.log"));
+    agent.wait_for_log("wafbr0", Duration::from_secs(10));
+    let text = agent.log_text();
+    let attach_of = |iface: &str| {
+        text.lines()
+            .find(|l| l.contains("attached") && l.contains(&format!("xdp.iface={iface}")))
+            .unwrap_or_else(|| panic!("no attach line for {iface}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        attach_of(&lab.host_if).contains("xdp.attach=\"native\""),
+        "veth takes native mode:\n{text}"
+    );
+    assert!(
+        attach_of("wafbr0").contains("xdp.attach=\"generic\""),
+        "the bridge falls back to generic mode:\n{text}"
+    );
+    assert_eq!(attached_programs(lab, "wafbr0").len(), 1);
     agent.stop();
 }

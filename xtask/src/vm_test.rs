@@ -18,8 +18,9 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::workspace;
 
-/// Kernel modules the suite needs that Debian builds as modules (`CONFIG_VETH=m`).
-const GUEST_MODULES: &[&str] = &["veth"];
+/// Kernel modules the suite needs that Debian builds as modules (`CONFIG_VETH=m`; a bridge
+/// is the device without native XDP that the generic-mode test attaches to).
+const GUEST_MODULES: &[&str] = &["veth", "bridge"];
 
 #[derive(clap::Args)]
 pub struct Args {

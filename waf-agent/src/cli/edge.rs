@@ -161,6 +161,57 @@ pub fn ssh_client(env_client: Option<&str>, env_connection: Option<&str>) -> Opt
         .and_then(|a| a.parse().ok())
 }
 
+/// The operator's SSH client address, for the lockout guards: from this process's
+/// environment, or, under sudo (which clears `SSH_CLIENT` by default), from the nearest
+/// ancestor process whose environment has it.
+pub fn caller_ssh_client() -> Option<IpAddr> {
+    let own = ssh_client(
+        std::env::var("SSH_CLIENT").ok().as_deref(),
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+    );
+    if own.is_some() || std::env::var_os("SUDO_USER").is_none() {
+        return own;
+    }
+    let mut pid = std::process::id();
+    for _ in 0..64 {
+        pid = parent_pid(pid)?;
+        if pid <= 1 {
+            return None;
+        }
+        if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if let Some(ip) = ssh_client_in_environ(&environ) {
+                return Some(ip);
+            }
+        }
+    }
+    None
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised name).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The SSH client address in a NUL-separated environment block.
+fn ssh_client_in_environ(environ: &[u8]) -> Option<IpAddr> {
+    let var = |name: &str| {
+        environ.split(|b| *b == 0).find_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned)
+        })
+    };
+    ssh_client(
+        var("SSH_CLIENT").as_deref(),
+        var("SSH_CONNECTION").as_deref(),
+    )
+}
+
 pub fn panic(
     pin_dir: &Path,
     socket: &Path,
@@ -174,10 +225,7 @@ pub fn panic(
             force,
         } => {
             let ttl = ttl_text.as_deref().map(parse_ttl).transpose()?;
-            let client = ssh_client(
-                std::env::var("SSH_CLIENT").ok().as_deref(),
-                std::env::var("SSH_CONNECTION").ok().as_deref(),
-            );
+            let client = caller_ssh_client();
             if let Some(ip) = client {
                 if !*force && !maps.is_allowed(ip) {
                     return Err(Exit {
@@ -277,10 +325,7 @@ pub fn ban(
     let net = target(t)?;
     let ttl = parse_ttl(ttl_text)?;
     // The same lockout guard as the panic button: never ban the operator's own session.
-    let client = ssh_client(
-        std::env::var("SSH_CLIENT").ok().as_deref(),
-        std::env::var("SSH_CONNECTION").ok().as_deref(),
-    );
+    let client = caller_ssh_client();
     if let Some(ip) = client.filter(|ip| net.contains(ip)) {
         let allowed = crate::xdp::maps::pins_exist(pin_dir)
             && EdgeMaps::open(pin_dir).is_ok_and(|m| m.is_allowed(ip));
@@ -552,6 +597,23 @@ mod tests {
         );
         assert_eq!(ssh_client(None, None), None);
         assert_eq!(ssh_client(Some("garbage"), None), None);
+    }
+
+    #[test]
+    fn ssh_client_is_found_in_an_environment_block() {
+        let block = b"HOME=/root\0SSH_CONNECTION=198.18.0.9 50022 198.18.0.1 22\0TERM=xterm\0";
+        assert_eq!(
+            ssh_client_in_environ(block),
+            Some("198.18.0.9".parse().expect("address"))
+        );
+        assert_eq!(
+            ssh_client_in_environ(b"HOME=/root\0SSH_CLIENTX=1.2.3.4 1 2\0"),
+            None
+        );
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 
     #[test]
