@@ -503,3 +503,102 @@ fn cli_acts_on_the_maps_when_the_agent_does_not_answer() {
     assert_eq!(case.lab.ping("198.18.58.9", "198.18.58.1", 1, "0.2"), 0);
     agent.stop();
 }
+
+/// A webhook receiver in the lab host's namespace: appends each POST body as one line.
+const RECEIVER_PY: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[2], "ab") as f:
+            f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// The `event.action` of every distinct `mode.changed` event the receiver holds, in the
+/// order they first arrived.
+fn delivered_mode_changes(file: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(batch) = serde_json::from_str::<Vec<serde_json::Value>>(line) else {
+            continue;
+        };
+        for ev in batch {
+            if ev["event"]["type"] == "mode.changed"
+                && seen.insert(ev["event_id"].as_str().unwrap_or("").to_owned())
+            {
+                out.push(ev["event"]["action"].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn events_spooled_while_the_siem_is_down_survive_an_agent_restart_and_arrive_in_order() {
+    let config = "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\nsiem:\n  sinks:\n    \
+- name: siem\n      type: webhook\n      url: http://127.0.0.1:18088/ingest\n      \
+flush_interval_ms: 100\n      retry_initial_ms: 100\n      retry_max_ms: 500\n";
+    let case = Case::new(59, config);
+    let received = case.dir.join("received.jsonl");
+    let mode = |m: &str| {
+        let (code, out, err) = cli(&case.lab, &case.pin_dir, &["mode", m]);
+        assert_eq!(code, 0, "mode {m}: {out}{err}");
+    };
+    let mut expected = Vec::new();
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    for m in [
+        "monitor", "enforce", "monitor", "enforce", "monitor", "enforce",
+    ] {
+        mode(m);
+        expected.push(m.to_owned());
+    }
+    agent.stop();
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent2.log"),
+    );
+    for m in ["monitor", "enforce", "monitor", "enforce"] {
+        mode(m);
+        expected.push(m.to_owned());
+    }
+    assert!(
+        delivered_mode_changes(&received).is_empty(),
+        "nothing can have arrived yet"
+    );
+    // The SIEM comes back.
+    let mut receiver = case
+        .lab
+        .in_host(&["python3", "-c", RECEIVER_PY, "18088"])
+        .arg(&received)
+        .spawn()
+        .expect("receiver");
+    let start = std::time::Instant::now();
+    while delivered_mode_changes(&received).len() < expected.len()
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert_eq!(
+        delivered_mode_changes(&received),
+        expected,
+        "every mode change, across the restart, once each by event id and in order:\n{}",
+        agent.log_text()
+    );
+    agent.stop();
+}
