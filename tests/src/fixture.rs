@@ -24,8 +24,13 @@ pub struct Filter {
 impl Filter {
     /// Loads the program into a fresh pin directory, in enforce mode without a rate limit.
     pub fn new() -> Filter {
+        Filter::with_capacity(&Capacity::default())
+    }
+
+    /// As [`Filter::new`], with the map sizes of `capacity`.
+    pub fn with_capacity(capacity: &Capacity) -> Filter {
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("waf-test-"));
-        let loaded = loader::load(OBJECT, &pin_dir, &Capacity::default()).unwrap_or_else(|e| {
+        let loaded = loader::load(OBJECT, &pin_dir, capacity).unwrap_or_else(|e| {
             panic!("loading the XDP program into {}: {e:?}", pin_dir.display())
         });
         let mut maps = EdgeMaps::open(&pin_dir).expect("opening the maps just pinned");

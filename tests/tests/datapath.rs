@@ -556,3 +556,71 @@ fn drops_are_sampled_into_the_ring_buffer_with_source_and_reason() {
         assert_eq!(d.counter, Counter::DropDeny);
     }
 }
+
+#[test]
+fn pins_of_another_layout_are_refused_not_adopted() {
+    let mut f = Filter::new();
+    f.maps
+        .write_settings(&waf_common::Settings {
+            layout_version: waf_common::LAYOUT_VERSION + 1,
+            ..f.maps.settings().expect("settings")
+        })
+        .expect("write a foreign layout version");
+    let err = waf_agent::xdp::loader::load(
+        waf_agent::xdp::OBJECT,
+        &f.pin_dir,
+        &waf_agent::config::Capacity::default(),
+    )
+    .err()
+    .expect("a foreign layout must be refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("layout version") && text.contains("waf-agent detach"),
+        "the refusal names the cause and the remedy: {text}"
+    );
+    // The foreign settings are left as they were.
+    assert_eq!(
+        f.maps.settings().expect("settings").layout_version,
+        waf_common::LAYOUT_VERSION + 1
+    );
+}
+
+#[test]
+fn spoofed_sources_past_the_rate_maps_size_evict_no_deny_or_ban_entry() {
+    let mut f = waf_tests::fixture::Filter::with_capacity(&waf_agent::config::Capacity {
+        rate: 1024,
+        ..waf_agent::config::Capacity::default()
+    });
+    f.set_rate(1000, 100);
+    f.deny("198.18.20.1");
+    f.maps
+        .ban_set(
+            net("198.18.20.2"),
+            clock::deadline_ns(Duration::from_secs(600)),
+        )
+        .expect("ban");
+    // Four times as many sources as the rate map holds, each seen once.
+    let before = f.counters();
+    for i in 0..4096u32 {
+        let [_, _, c, d] = i.to_be_bytes();
+        f.run(&frames::v4(Ipv4Addr::new(198, 19, c, d)));
+    }
+    assert_eq!(f.moved_since(&before), vec![("pass_clean", 4096)]);
+    let rate_entries = f
+        .maps
+        .fill()
+        .into_iter()
+        .find(|(m, _)| *m == waf_common::maps::RATE)
+        .map(|(_, n)| n);
+    if let Some(n) = rate_entries {
+        assert!(n <= 1024, "the LRU stays within its size: {n}");
+    }
+    let before = f.counters();
+    assert_eq!(f.run(&frames::v4(v4("198.18.20.1"))), XDP_DROP);
+    assert_eq!(f.run(&frames::v4(v4("198.18.20.2"))), XDP_DROP);
+    assert_eq!(
+        f.moved_since(&before),
+        vec![("drop_ban", 1), ("drop_deny", 1)],
+        "the deny and ban entries outlived the flood"
+    );
+}
