@@ -34,6 +34,15 @@ impl Drop for Cleanup {
     }
 }
 
+/// Every deny entry in the pinned maps, as text, sorted.
+fn deny_contents(pin_dir: &std::path::Path) -> Vec<String> {
+    let maps = waf_agent::xdp::maps::EdgeMaps::open(pin_dir).expect("pinned maps");
+    maps.deny_entries()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 fn map_entries(status: &str, map: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(status).expect("status json");
     v["maps"]
@@ -116,6 +125,22 @@ edge:
     );
     assert_eq!(map_entries(&status, "DENY_NET_V4"), 6, "{status}");
     assert_eq!(map_entries(&status, "DENY_NET_V6"), 1, "2001:2:62::/48");
+    let first = vec![
+        "198.18.62.20/32",
+        "198.18.62.64/29",
+        "198.18.62.72/30",
+        "198.18.62.76/32",
+        "198.18.62.78/31",
+        "198.18.62.80/28",
+        "198.18.62.96/27",
+        "198.18.63.0/24",
+        "2001:2:62::/48",
+    ];
+    assert_eq!(
+        deny_contents(&pin_dir),
+        first,
+        "the exact kernel deny entries"
+    );
     assert_eq!(
         lab.ping("198.18.62.20", "198.18.62.1", 2, "0.2"),
         0,
@@ -139,7 +164,12 @@ edge:
     )
     .expect("broken feed");
     let (code, _, _) = cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
-    assert_ne!(code, 4);
+    assert_eq!(code, 1, "the refresh reports the failure");
+    assert_eq!(
+        deny_contents(&pin_dir),
+        first,
+        "the last good list stays, entry for entry"
+    );
     let (_, after, _) = cli(&lab, &pin_dir, &["--json", "status"]);
     assert_eq!(map_entries(&after, "DENY_V4"), 2, "kept: {after}");
     assert_eq!(map_entries(&after, "DENY_NET_V6"), 1, "kept: {after}");
@@ -168,7 +198,15 @@ edge:
         "198.18.62.64/26\n2001:2:62::/48\n198.18.62.21\n",
     )
     .expect("update");
-    cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
+    let (code, out, err) = cli(&lab, &pin_dir, &["feeds", "refresh", "threat_feed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut updated: Vec<&str> = first
+        .iter()
+        .copied()
+        .filter(|n| *n != "198.18.62.20/32")
+        .collect();
+    updated.insert(0, "198.18.62.21/32");
+    assert_eq!(deny_contents(&pin_dir), updated, "only the delta changed");
     assert_eq!(
         lab.ping("198.18.62.20", "198.18.62.1", 2, "0.2"),
         2,

@@ -317,3 +317,39 @@ async fn feed_that_overflows_its_map_reports_map_full() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn last_modified_is_sent_back_as_if_modified_since_and_304_keeps_the_list() {
+    let server = Server::start().await;
+    let date = "Wed, 02 Dec 2026 10:00:00 GMT".to_owned();
+    server.set(
+        "/dated",
+        Fixture::Dated {
+            body: fixture("firehol_level1.netset"),
+            last_modified: date.clone(),
+        },
+    );
+    let mut h = Harness::start(
+        &reputation(vec![feed(
+            "dated",
+            FeedSource::Url(server.url("/dated")),
+            "auto",
+        )]),
+        None,
+        clock(),
+    );
+    h.refresh("dated").await.expect("first fetch applies");
+    assert_eq!(h.deny(), firehol());
+    let first = server.seen().pop().expect("a request");
+    assert_eq!(
+        first.header("if-modified-since"),
+        None,
+        "nothing to send yet"
+    );
+    assert_eq!(h.refresh("dated").await, Ok(RefreshOutcome::NotModified));
+    let second = server.seen().pop().expect("a request");
+    assert_eq!(second.header("if-modified-since"), Some(date.as_str()));
+    assert_eq!(h.deny(), firehol(), "a 304 keeps the list");
+    assert_eq!(h.status("dated").consecutive_failures, 0);
+    h.stop().await;
+}

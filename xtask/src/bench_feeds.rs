@@ -1,6 +1,6 @@
-//! `cargo xtask bench feeds`: parse and apply 1M mixed IPv4/IPv6 feed entries into an
-//! in-memory sink, then a delta of 10k changes (5k removed, 5k added), and a 10k-ban
-//! batch. Reports wall time per step and the process's peak RSS (VmHWM), and writes a
+//! `cargo xtask bench feeds`: parse and apply 1M mixed IPv4/IPv6 feed entries into the XDP
+//! program's maps (loaded, not attached; `--memory` for an in-memory sink), then a delta of
+//! 10k changes (5k removed, 5k added), and a 10k-ban batch. Reports wall time per step and the process's peak RSS (VmHWM), and writes a
 //! Markdown table to `<target>/bench/feeds.md`.
 //!
 //! A debug build of xtask re-runs itself with `--release` in a child process, so that
@@ -26,6 +26,9 @@ pub struct Args {
     /// Entries changed by the delta (half removed, half added).
     #[arg(long, default_value_t = 10_000)]
     pub delta: usize,
+    /// Apply into an in-memory sink instead of the XDP program's maps (no root needed).
+    #[arg(long)]
+    pub memory: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -42,10 +45,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("feeds.md");
     let head = format!(
-        "# feeds benchmark\n\n{} entries ({}% IPv4), delta of {} changes; {} CPUs.\n\n",
+        "# feeds benchmark\n\n{} entries ({}% IPv4), delta of {} changes, into the {}; {} CPUs.\n\n",
         args.entries,
         70,
         args.delta,
+        sink_name(args),
         std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(1)
@@ -105,6 +109,48 @@ impl Gen {
 
 type Row = (String, Duration, f64);
 
+fn sink_name(args: &Args) -> &'static str {
+    if args.memory {
+        "in-memory sink"
+    } else {
+        "XDP program's maps"
+    }
+}
+
+/// Removes the benchmark's pins when it ends.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = waf_agent::xdp::loader::detach_all(&self.0);
+    }
+}
+
+/// Where the lists go: the maps of the XDP program loaded (not attached) with room for the
+/// whole list, as the agent writes them, or memory.
+fn sink(args: &Args) -> anyhow::Result<(Box<dyn EdgeSink>, Option<Pins>)> {
+    if args.memory {
+        return Ok((Box::new(MemorySink::with_default_sizes()), None));
+    }
+    let entries = u32::try_from(args.entries + args.delta).unwrap_or(u32::MAX);
+    let capacity = waf_agent::config::Capacity {
+        deny_exact: entries,
+        deny_net: entries / 2,
+        ..waf_agent::config::Capacity::default()
+    };
+    let pin_dir =
+        PathBuf::from("/sys/fs/bpf").join(format!("waf-bench-feeds-{}", std::process::id()));
+    let pins = Pins(pin_dir.clone());
+    waf_agent::xdp::loader::load(waf_agent::xdp::OBJECT, &pin_dir, &capacity)
+        .context("loading the XDP program (bench feeds needs root and bpffs; --memory does not)")?;
+    let maps = waf_agent::xdp::maps::EdgeMaps::open(&pin_dir)?;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(maps));
+    Ok((
+        Box::new(waf_agent::xdp::sink::KernelSink::new(shared, capacity)),
+        Some(pins),
+    ))
+}
+
 fn measure(args: &Args) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -130,15 +176,16 @@ fn measure(args: &Args) -> anyhow::Result<Vec<Row>> {
         peak_rss_mib(),
     ));
 
-    let mut sink = MemorySink::with_default_sizes();
+    let (mut sink, _pins) = sink(args)?;
+    let sink = &mut *sink;
     let mut reconciler = Reconciler::new(80, Vec::new(), Vec::new());
     let t = Instant::now();
     let delta = reconciler
-        .set_feed("bench", 100, nets, &mut sink)
+        .set_feed("bench", 100, nets, sink)
         .context("first apply")?;
     let apply_time = t.elapsed();
     rows.push((
-        format!("apply {} entries to the sink", delta.added),
+        format!("apply {} entries to the {}", delta.added, sink_name(args)),
         apply_time,
         peak_rss_mib(),
     ));
@@ -172,7 +219,7 @@ fn measure(args: &Args) -> anyhow::Result<Vec<Row>> {
     drop(changed);
     let t = Instant::now();
     let delta = reconciler
-        .set_feed("bench", 100, parsed.nets, &mut sink)
+        .set_feed("bench", 100, parsed.nets, sink)
         .context("delta apply")?;
     let delta_time = t.elapsed();
     rows.push(("re-parse the changed list".into(), reparse, peak_rss_mib()));
@@ -196,10 +243,7 @@ fn measure(args: &Args) -> anyhow::Result<Vec<Row>> {
             .ban(net, BanSource::Playbook("bench".into()), ttl, "bench", 1)
             .is_ok()
         {
-            set += book
-                .apply_nets(&mut sink, &[net], 1)
-                .context("ban apply")?
-                .0;
+            set += book.apply_nets(sink, &[net], 1).context("ban apply")?.0;
         }
     }
     rows.push((

@@ -53,8 +53,8 @@ pub fn stdout_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
 /// Marks the release child of [`rerun_in_release`].
 const RELEASE_CHILD: &str = "WAF_XTASK_RELEASE_CHILD";
 
-/// In a debug build of xtask, runs this same command line again from a release build (the
-/// XDP object is not rebuilt for it) and returns its outcome; `None` in the release build
+/// In a debug build of xtask, runs this same command line again from a release build and
+/// returns its outcome; `None` in the release build
 /// itself. Benchmarks and evaluations of code that runs inside xtask use it, so their
 /// figures are those of optimised code.
 pub fn rerun_in_release() -> Option<anyhow::Result<()>> {
@@ -66,7 +66,6 @@ pub fn rerun_in_release() -> Option<anyhow::Result<()>> {
     )
     .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
     .args(std::env::args_os().skip(1))
-    .env("AYA_BUILD_SKIP", "1")
     .env(RELEASE_CHILD, "1")))
 }
 

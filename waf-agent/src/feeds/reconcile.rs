@@ -292,7 +292,7 @@ impl Reconciler {
             e => (0, e),
         };
         let (added, err) = match err {
-            None => run(&deny_add, |n| sink.deny_insert(n)),
+            None => sink.deny_insert_all(&deny_add),
             e => (0, e),
         };
         let (split, err) = match err {

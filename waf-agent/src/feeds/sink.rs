@@ -95,6 +95,17 @@ pub struct MapFill {
 /// is present, or removing one that is absent, succeeds.
 pub trait EdgeSink {
     fn deny_insert(&mut self, net: IpNet) -> Result<(), SinkError>;
+    /// Inserts `nets` in order; returns how many went in, and the error that stopped the
+    /// rest. Sinks that can share work across a batch (the kernel maps' hint words and
+    /// presence bits) override it.
+    fn deny_insert_all(&mut self, nets: &[IpNet]) -> (usize, Option<SinkError>) {
+        for (i, net) in nets.iter().enumerate() {
+            if let Err(e) = self.deny_insert(*net) {
+                return (i, Some(e));
+            }
+        }
+        (nets.len(), None)
+    }
     fn deny_remove(&mut self, net: IpNet) -> Result<(), SinkError>;
     /// Sets or replaces a ban; `expires_monotonic_ns` is on `CLOCK_MONOTONIC`, as
     /// `bpf_ktime_get_ns` reads it.

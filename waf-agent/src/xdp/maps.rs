@@ -277,6 +277,20 @@ impl EdgeMaps {
         }
     }
 
+    /// Inserts `nets` with their hint words set first, each word read and written once;
+    /// returns how many went in, and the error that stopped the rest.
+    pub fn deny_insert_many(&mut self, nets: &[IpNet]) -> (usize, Result<(), MapsError>) {
+        if let Err(e) = self.mark_deny_hints(nets) {
+            return (0, Err(e));
+        }
+        for (i, net) in nets.iter().enumerate() {
+            if let Err(e) = self.deny_insert_entry(*net) {
+                return (i, Err(e));
+            }
+        }
+        (nets.len(), Ok(()))
+    }
+
     pub fn deny_remove_raw(&mut self, net: IpNet) -> Result<(), MapsError> {
         let result = match net {
             IpNet::V4(n) if n.prefix_len() == 32 => self

@@ -73,7 +73,7 @@ impl KernelSink {
         let s = maps
             .settings()
             .map_err(|e| to_sink(MapKind::DenyExact, e))?;
-        if s.present & bit == 0 {
+        if s.present & bit != bit {
             maps.update_settings(|s| s.present |= bit)
                 .map_err(|e| to_sink(MapKind::DenyExact, e))?;
         }
@@ -128,6 +128,31 @@ impl EdgeSink for KernelSink {
             _ => family_bit(&net, present::DENY_NET_V4, present::DENY_NET_V6),
         };
         self.mark(bit)
+    }
+
+    fn deny_insert_all(&mut self, nets: &[IpNet]) -> (usize, Option<SinkError>) {
+        if nets.is_empty() {
+            return (0, None);
+        }
+        // Presence bits first: a bit over a map still empty costs one lookup, while an
+        // entry under a clear bit would not be looked up at all.
+        let bits = nets.iter().fold(0, |bits, net| {
+            bits | match MapKind::for_deny(net) {
+                MapKind::DenyExact => family_bit(net, present::DENY_V4, present::DENY_V6),
+                _ => family_bit(net, present::DENY_NET_V4, present::DENY_NET_V6),
+            }
+        });
+        if let Err(e) = self.mark(bits) {
+            return (0, Some(e));
+        }
+        let (done, result) = self.maps().deny_insert_many(nets);
+        for net in &nets[..done] {
+            *self.used(MapKind::for_deny(net)) += 1;
+        }
+        match result {
+            Ok(()) => (done, None),
+            Err(e) => (done, Some(to_sink(MapKind::for_deny(&nets[done]), e))),
+        }
     }
 
     fn deny_remove(&mut self, net: IpNet) -> Result<(), SinkError> {

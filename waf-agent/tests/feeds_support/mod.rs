@@ -48,6 +48,12 @@ pub enum Fixture {
     CloseDelimited { body: Vec<u8> },
     /// Waits before answering at all.
     Slow { delay: Duration },
+    /// 200 with the body and `Last-Modified`; 304 when the request's If-Modified-Since
+    /// equals it.
+    Dated {
+        body: Vec<u8>,
+        last_modified: String,
+    },
 }
 
 /// One request as the server saw it.
@@ -160,6 +166,17 @@ impl Server {
                 body,
                 content_type,
             }) => reply(code, content_type, "", &body),
+            Some(Fixture::Dated {
+                body,
+                last_modified,
+            }) => {
+                if seen.header("if-modified-since") == Some(last_modified.as_str()) {
+                    b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_vec()
+                } else {
+                    let extra = format!("Last-Modified: {last_modified}\r\n");
+                    reply(200, "text/plain", &extra, &body)
+                }
+            }
             Some(Fixture::ShortRead { body, declared }) => {
                 let mut out = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
