@@ -318,6 +318,29 @@ fn events_tail_shows_a_mode_change_made_through_the_cli() {
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
     assert_eq!(v["event"]["type"], "mode.changed", "{line}");
     assert_eq!(v["event"]["details"]["to"], "monitor", "{line}");
+
+    // A run-time allow-list entry passes everything: it is an event too.
+    let tail = case
+        .lab
+        .in_host(&[
+            waf_tests::agent::binary().to_str().expect("path"),
+            "--socket",
+        ])
+        .arg(socket_for(&case.pin_dir))
+        .args(["--json", "events", "tail", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events tail");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["allow", "add", "198.18.53.40"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = tail.wait_with_output().expect("tail output");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
+    assert_eq!(v["event"]["type"], "allow.changed", "{line}");
+    assert_eq!(v["event"]["code"], "CTL-6005", "{line}");
+    assert_eq!(v["event"]["action"], "add", "{line}");
+    assert_eq!(v["event"]["details"]["target"], "198.18.53.40/32", "{line}");
     agent.stop();
 }
 

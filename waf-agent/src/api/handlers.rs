@@ -235,6 +235,11 @@ pub async fn add_allow(State(c): State<Control>, Json(t): Json<Target>) -> Resul
     maps.allow_insert(net)?;
     crate::cli::edge::remember_runtime_allow(maps.pin_dir(), net, true)
         .map_err(|e| Failure::Internal(format!("{e:#}")))?;
+    c.events.emit(crate::events::SecurityEvent::allow_changed(
+        &net.to_string(),
+        true,
+        "api",
+    ));
     Ok(Json(Target {
         target: net.to_string(),
     }))
@@ -252,6 +257,11 @@ pub async fn remove_allow(
     maps.allow_remove(net)?;
     crate::cli::edge::remember_runtime_allow(maps.pin_dir(), net, false)
         .map_err(|e| Failure::Internal(format!("{e:#}")))?;
+    c.events.emit(crate::events::SecurityEvent::allow_changed(
+        &net.to_string(),
+        false,
+        "api",
+    ));
     Ok(Json(Target {
         target: net.to_string(),
     }))

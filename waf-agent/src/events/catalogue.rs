@@ -151,6 +151,7 @@ mod tests {
             code::CONFIG_REJECTED,
             code::MODE_CHANGED,
             code::PANIC_CHANGED,
+            code::ALLOW_CHANGED,
             code::SIEM_DROPPED,
         ] {
             assert!(

@@ -103,6 +103,7 @@ pub mod kind {
     pub const CONFIG_REJECTED: &str = "config.rejected";
     pub const MODE_CHANGED: &str = "mode.changed";
     pub const PANIC_CHANGED: &str = "panic.changed";
+    pub const ALLOW_CHANGED: &str = "allow.changed";
     pub const SIEM_DROPPED: &str = "siem.dropped";
 }
 
@@ -118,6 +119,7 @@ pub mod code {
     pub const CONFIG_REJECTED: &str = "CTL-6002";
     pub const MODE_CHANGED: &str = "CTL-6003";
     pub const PANIC_CHANGED: &str = "CTL-6004";
+    pub const ALLOW_CHANGED: &str = "CTL-6005";
     pub const SIEM_DROPPED: &str = "CTL-6101";
 }
 
@@ -320,6 +322,19 @@ impl SecurityEvent {
             .detail("from", from)
             .detail("to", to)
             .detail("actor", actor)
+    }
+
+    /// A run-time allow-list entry added (`action` `add`) or removed (`remove`): an entry
+    /// passes everything, panic mode included, so every change is worth an alert.
+    pub fn allow_changed(target: &str, added: bool, actor: &str) -> Self {
+        let mut ev = SecurityEvent::new(
+            "waf.control",
+            Level::Warning,
+            kind::ALLOW_CHANGED,
+            Some(code::ALLOW_CHANGED),
+        );
+        ev.event.action = Some(if added { "add" } else { "remove" }.to_owned());
+        ev.detail("target", target).detail("actor", actor)
     }
 
     pub fn panic_changed(on: bool, actor: &str) -> Self {
