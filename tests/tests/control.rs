@@ -4,7 +4,7 @@
 use std::{os::unix::fs::MetadataExt as _, path::PathBuf, process::Command, time::Duration};
 
 use waf_tests::{
-    agent::{cli, socket_for, Agent},
+    agent::{attached_programs, cli, socket_for, Agent},
     lab::Lab,
 };
 
@@ -241,7 +241,9 @@ fn reload_with_a_broken_config_keeps_the_running_one() {
     // A good file is applied as a whole.
     std::fs::write(
         &case.config,
-        good.replace("blocking", "monitor").replace("52.3", "52.4"),
+        good.replace("blocking", "monitor")
+            .replace("52.3", "52.4")
+            .replace("IFACE", &case.lab.host_if),
     )
     .expect("write");
     let (_, body) = curl(
@@ -261,12 +263,15 @@ fn reload_with_a_broken_config_keeps_the_running_one() {
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v["mode"], "monitor");
 
-    // A block read only at start is named, not silently ignored.
+    // A setting read only at start (the size of the pinned maps) is named, not silently
+    // ignored.
     std::fs::write(
         &case.config,
         format!(
-            "{}metrics:\n  listen: 127.0.0.1:19464\n",
-            good.replace("blocking", "monitor").replace("52.3", "52.4")
+            "{}  capacity:\n    deny_exact: 4096\n",
+            good.replace("blocking", "monitor")
+                .replace("52.3", "52.4")
+                .replace("IFACE", &case.lab.host_if)
         ),
     )
     .expect("write");
@@ -284,10 +289,188 @@ fn reload_with_a_broken_config_keeps_the_running_one() {
     assert_eq!(v["applied"], true, "{body}");
     assert_eq!(
         v["restart_needed"],
-        serde_json::json!(["metrics"]),
+        serde_json::json!(["edge.capacity"]),
         "{body}"
     );
     agent.stop();
+}
+
+/// Lines of `file` (a file sink) whose event type is `mode.changed`, by new mode.
+fn sink_mode_changes(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"]["type"] == "mode.changed")
+        .filter_map(|v| v["event"]["details"]["to"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+#[test]
+fn a_reload_moves_the_metrics_endpoint_switches_event_sinks_and_logging_format() {
+    let config = |port: u16, sink: &str, format: &str| {
+        format!(
+            "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\nlogging:\n  level: info\n  format: {format}\nmetrics:\n  listen: 127.0.0.1:{port}\nsiem:\n  sinks:\n    - type: file\n      name: {sink}\n      path: SINKDIR/{sink}.jsonl\n      flush_interval_ms: 0\n"
+        )
+    };
+    let first = config(19471, "first", "plain");
+    let case = Case::new(66, &first);
+    let sinks = case.dir.join("sinks");
+    std::fs::create_dir_all(&sinks).expect("sink dir");
+    let write = |text: &str| {
+        std::fs::write(
+            &case.config,
+            text.replace("IFACE", &case.lab.host_if)
+                .replace("SINKDIR", sinks.to_str().expect("path")),
+        )
+        .expect("write");
+    };
+    write(&first);
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let metrics = |port: u16| curl(&case.lab, &[&format!("http://127.0.0.1:{port}/metrics")]).0;
+    assert_eq!(metrics(19471), 200, "the first endpoint serves");
+    let (code, _, err) = cli(&case.lab, &case.pin_dir, &["mode", "monitor"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || sink_mode_changes(
+            &sinks.join("first.jsonl")
+        ) == ["monitor"]),
+        "the first sink takes the first change"
+    );
+
+    write(&config(19472, "second", "json"));
+    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["--json", "config", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["applied"], true, "{out}");
+    assert_eq!(v["restart_needed"], serde_json::json!([]), "{out}");
+
+    // The endpoint moved: the new address serves, the old one is closed.
+    assert_eq!(metrics(19472), 200, "the new endpoint serves");
+    assert_eq!(metrics(19471), 0, "the old endpoint is closed");
+    // Events after the reload go to the new sink only.
+    let (code, _, err) = cli(&case.lab, &case.pin_dir, &["mode", "enforce"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || sink_mode_changes(
+            &sinks.join("second.jsonl")
+        ) == ["enforce"]),
+        "the new sink takes the change: {:?}",
+        sink_mode_changes(&sinks.join("second.jsonl"))
+    );
+    assert_eq!(
+        sink_mode_changes(&sinks.join("first.jsonl")),
+        ["monitor"],
+        "the removed sink takes nothing more"
+    );
+    // The log line of the reload itself is already JSON.
+    let log = agent.log_text();
+    let reloaded = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap_or_else(|| panic!("no reload line in\n{log}"));
+    let line: serde_json::Value =
+        serde_json::from_str(reloaded).unwrap_or_else(|e| panic!("not JSON ({e}): {reloaded}"));
+    assert_eq!(line["level"], "INFO", "{reloaded}");
+    agent.stop();
+}
+
+#[test]
+fn a_reload_attaches_to_an_added_interface_and_detaches_a_removed_one() {
+    let case = Case::new(67, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
+    // A second interface in the host namespace, the other end of a veth pair kept there.
+    let (extra, extra_peer) = (
+        format!("{}x", case.lab.host_if),
+        format!("{}y", case.lab.host_if),
+    );
+    let status = case
+        .lab
+        .in_host(&[
+            "ip",
+            "link",
+            "add",
+            &extra,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &extra_peer,
+        ])
+        .status()
+        .expect("ip link add");
+    assert!(status.success());
+    for i in [&extra, &extra_peer] {
+        case.lab
+            .in_host(&["ip", "link", "set", i, "up"])
+            .status()
+            .expect("ip link set");
+    }
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    let host_if = case.lab.host_if.clone();
+    let write = |ifaces: &str| {
+        std::fs::write(
+            &case.config,
+            format!("waf:\n  mode: blocking\nedge:\n  interfaces: [{ifaces}]\n"),
+        )
+        .expect("write");
+    };
+    let reload = || {
+        let (code, out, err) = cli(&case.lab, &case.pin_dir, &["--json", "config", "reload"]);
+        (code, format!("{out}{err}"))
+    };
+    assert_eq!(attached_programs(&case.lab, &host_if).len(), 1);
+    assert!(attached_programs(&case.lab, &extra).is_empty());
+
+    write(&format!("{host_if}, {extra}"));
+    let (code, out) = reload();
+    assert_eq!(code, 0, "{out}");
+    let on_host = attached_programs(&case.lab, &host_if);
+    assert_eq!(on_host.len(), 1);
+    assert_eq!(
+        attached_programs(&case.lab, &extra),
+        on_host,
+        "the same program on the added interface"
+    );
+
+    // An interface that does not exist refuses the whole file.
+    write(&format!("{extra}, nosuchif0"));
+    let (code, out) = reload();
+    assert_eq!(code, 5, "refused: {out}");
+    assert!(out.contains("nosuchif0"), "{out}");
+    assert_eq!(attached_programs(&case.lab, &host_if).len(), 1, "kept");
+    assert_eq!(attached_programs(&case.lab, &extra).len(), 1, "kept");
+
+    write(&extra);
+    let (code, out) = reload();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        attached_programs(&case.lab, &host_if).is_empty(),
+        "detached from the removed interface"
+    );
+    assert_eq!(attached_programs(&case.lab, &extra).len(), 1);
+    agent.stop();
+    let _ = case.lab.in_host(&["ip", "link", "del", &extra]).status();
 }
 
 #[test]

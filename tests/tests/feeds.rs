@@ -214,3 +214,118 @@ edge:
     );
     agent.stop();
 }
+
+/// The feed names `feeds list --json` shows.
+fn feed_names(lab: &Lab, pin_dir: &std::path::Path) -> Vec<String> {
+    let (code, out, err) = cli(lab, pin_dir, &["--json", "feeds", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("feeds json");
+    let mut names: Vec<String> = v
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Polls the deny maps until they hold `want` (a reload hands new feeds to the refresh task,
+/// which reads them at once).
+fn wait_for_deny(pin_dir: &std::path::Path, want: &[&str]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = deny_contents(pin_dir);
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_reload_adds_rescores_and_removes_feeds_without_a_restart() {
+    let lab = Lab::new(65, &[]);
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(waf_tests::unique("waf-feeds-"));
+    let dir = std::env::temp_dir().join(waf_tests::unique("waf-feeds-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = Cleanup {
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
+    std::fs::write(dir.join("a.netset"), "198.18.65.40\n198.18.65.128/25\n").expect("feed a");
+    std::fs::write(dir.join("b.netset"), "198.18.65.41\n").expect("feed b");
+    let config = dir.join("agent.yaml");
+    let write = |feeds: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "waf:\n  mode: blocking\n  ip_reputation:\n    block_threshold_score: 80\n    deny_list: [\"198.18.65.9\"]\n{feeds}edge:\n  interfaces: [{}]\n",
+                lab.host_if
+            ),
+        )
+        .expect("config");
+    };
+    let feed = |name: &str, file: &str, score: u32| {
+        format!(
+            "      - name: {name}\n        type: local\n        path: {}\n        refresh_interval_minutes: 60\n        score: {score}\n",
+            dir.join(file).display()
+        )
+    };
+    write("");
+    let agent = Agent::start(&lab, &pin_dir, &config, &dir.join("agent.log"));
+    assert_eq!(deny_contents(&pin_dir), ["198.18.65.9/32"]);
+    let reload = || {
+        let (code, out, err) = cli(&lab, &pin_dir, &["--json", "config", "reload"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("reload json");
+        assert_eq!(v["applied"], true, "{out}");
+        assert_eq!(v["restart_needed"], serde_json::json!([]), "{out}");
+    };
+
+    // Two feeds appear: both are read at once and reach the maps.
+    write(&format!(
+        "    feeds:\n{}{}",
+        feed("feed_a", "a.netset", 90),
+        feed("feed_b", "b.netset", 90)
+    ));
+    reload();
+    assert_eq!(
+        wait_for_deny(
+            &pin_dir,
+            &[
+                "198.18.65.9/32",
+                "198.18.65.40/32",
+                "198.18.65.41/32",
+                "198.18.65.128/25"
+            ]
+        ),
+        [
+            "198.18.65.9/32",
+            "198.18.65.40/32",
+            "198.18.65.41/32",
+            "198.18.65.128/25"
+        ]
+    );
+    assert_eq!(feed_names(&lab, &pin_dir), ["feed_a", "feed_b"]);
+
+    // feed_a's score falls under the threshold: its entries leave the maps, the feed stays.
+    write(&format!(
+        "    feeds:\n{}{}",
+        feed("feed_a", "a.netset", 50),
+        feed("feed_b", "b.netset", 90)
+    ));
+    reload();
+    assert_eq!(
+        deny_contents(&pin_dir),
+        ["198.18.65.9/32", "198.18.65.41/32"]
+    );
+    assert_eq!(feed_names(&lab, &pin_dir), ["feed_a", "feed_b"]);
+
+    // feed_b is removed from the file: its entry goes, the config list stays.
+    write(&format!("    feeds:\n{}", feed("feed_a", "a.netset", 50)));
+    reload();
+    assert_eq!(deny_contents(&pin_dir), ["198.18.65.9/32"]);
+    assert_eq!(feed_names(&lab, &pin_dir), ["feed_a"]);
+    agent.stop();
+}

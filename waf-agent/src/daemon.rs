@@ -15,17 +15,21 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 use tracing::{info, warn};
 use waf_common::Counter;
 
+use self::services::Services;
+
 use crate::{
     api::{self, model::ReloadOutcome, Control},
     bans::{BanSource, SystemClock},
     cli::{edge, RunArgs},
     config::{env::Overrides, Config},
-    events::{EdgeDropAggregator, ErrorCatalogue, EventBus, Forwarder, SecurityEvent},
+    events::{EdgeDropAggregator, ErrorCatalogue, EventBus, Forwarder, SecurityEvent, SinkControl},
     feeds::{self, FeedEvent, SharedEngine},
     metrics::Metrics,
     playbooks::{self, engine::Engine},
     xdp::{apply, clock, events, loader, maps::EdgeMaps, sink::KernelSink, SharedMaps, OBJECT},
 };
+
+mod services;
 
 /// A request the proxy blocked, as playbooks count it.
 #[derive(Debug, Clone)]
@@ -41,10 +45,15 @@ pub struct Blocked {
 struct Flags {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
+    /// `--interface`: the file's `edge.interfaces` is then not used.
+    interfaces: Option<Vec<String>>,
 }
 
 impl Flags {
     fn apply(&self, config: &mut Config) {
+        if let Some(interfaces) = &self.interfaces {
+            config.edge.interfaces = interfaces.clone();
+        }
         if let Some(dir) = &self.state_dir {
             config.state_dir = dir.clone();
         }
@@ -54,40 +63,29 @@ impl Flags {
     }
 }
 
-/// The blocks of `new` that differ from `old` and that a reload does not apply: they are
-/// read once at start (listeners, sinks, map sizes, feed tasks).
+/// The settings of `new` that differ from `old` and that a reload does not apply, because
+/// they size what the agent holds: the pinned kernel maps (`edge.capacity`, resized only by
+/// recreating them, which a running filter must not do), the store (`state_dir`), the event
+/// queue and aggregation interval, and the top-k bound of the metrics.
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut blocks = Vec::new();
-    let checks: [(&str, bool); 8] = [
-        ("siem", differs(&old.siem, &new.siem)),
-        ("api", differs(&old.api, &new.api)),
-        ("metrics", differs(&old.metrics, &new.metrics)),
-        (
-            "logging",
-            old.log_level != new.log_level || old.log_json != new.log_json,
-        ),
+    let checks: [(&str, bool); 5] = [
         ("state_dir", old.state_dir != new.state_dir),
+        ("edge.capacity", old.edge.capacity != new.edge.capacity),
         (
-            "edge.capacity",
-            differs(&old.edge.capacity, &new.edge.capacity),
+            "siem.queue_capacity",
+            old.siem.queue_capacity != new.siem.queue_capacity,
         ),
         (
-            "ip_reputation.feeds",
-            differs(&old.reputation.feeds, &new.reputation.feeds),
+            "siem.edge_drop_interval",
+            old.siem.edge_drop_interval != new.siem.edge_drop_interval,
         ),
-        (
-            "ip_reputation.geo",
-            differs(&old.reputation.geo, &new.reputation.geo),
-        ),
+        ("metrics.top_k", old.metrics.top_k != new.metrics.top_k),
     ];
-    for (name, changed) in checks {
-        if changed {
-            blocks.push(name.to_owned());
-        }
-    }
-    blocks
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -113,109 +111,193 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Validates the file again and applies it as a whole; on any problem the running
-/// configuration stays.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the agent's parts a reload touches"
-)]
-fn reload(
-    path: Option<&PathBuf>,
-    pin_dir: &Path,
-    interfaces: &[String],
-    flags: &Flags,
-    maps: &SharedMaps,
-    reputation: &SharedEngine<KernelSink>,
-    current: &Arc<std::sync::RwLock<Config>>,
-    events: &EventBus,
-) -> ReloadOutcome {
-    let source = path.map_or("embedded default".to_owned(), |p| p.display().to_string());
-    let mut new = match load_config(path) {
-        Ok(c) => c,
-        Err(e) => {
-            let problems: Vec<String> = format!("{e:#}")
-                .lines()
-                .map(|l| l.trim().to_owned())
-                .collect();
-            warn!(problems = %problems.join("; "), "configuration rejected; keeping the running one");
-            events.emit(SecurityEvent::config_rejected(&source, &problems));
+/// What a reload reads and changes.
+struct Reloader {
+    path: Option<PathBuf>,
+    pin_dir: PathBuf,
+    flags: Flags,
+    maps: SharedMaps,
+    loaded: Arc<std::sync::Mutex<loader::Loaded>>,
+    reputation: SharedEngine<KernelSink>,
+    feeds: feeds::FeedsHandle,
+    sinks: SinkControl,
+    services: Arc<std::sync::Mutex<Services>>,
+    current: Arc<std::sync::RwLock<Config>>,
+    events: EventBus,
+}
+
+impl Reloader {
+    fn source(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or("embedded default".to_owned(), |p| p.display().to_string())
+    }
+
+    fn reject(&self, e: &anyhow::Error) -> ReloadOutcome {
+        let problems: Vec<String> = format!("{e:#}")
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect();
+        warn!(problems = %problems.join("; "), "configuration rejected; keeping the running one");
+        self.events
+            .emit(SecurityEvent::config_rejected(&self.source(), &problems));
+        ReloadOutcome {
+            applied: false,
+            problems,
+            restart_needed: Vec::new(),
+        }
+    }
+
+    /// Validates the file again, binds and attaches what it adds, and only then applies it
+    /// as a whole; on any problem before the commit the running configuration stays.
+    fn reload(&self) -> ReloadOutcome {
+        let mut new = match load_config(self.path.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return self.reject(&e),
+        };
+        new.edge.pin_dir = self.pin_dir.clone();
+        self.flags.apply(&mut new);
+        let Ok(old) = self.current.read().map(|c| c.clone()) else {
+            return self.reject(&anyhow::anyhow!("the running configuration is unreadable"));
+        };
+        if let Err(e) = crate::events::check_sinks(&new.siem.sinks) {
+            return self.reject(&anyhow::Error::new(e).context("siem"));
+        }
+        let prepared = match lock_services(&self.services).prepare(&new) {
+            Ok(p) => p,
+            Err(e) => return self.reject(&e),
+        };
+        let attached = match self.attach_new(&old, &new) {
+            Ok(a) => a,
+            Err(e) => return self.reject(&e),
+        };
+        // The operator's run-time mode stays unless the file's mode itself changed.
+        let keep_mode = old.edge.mode == new.edge.mode;
+        if let Err(e) = apply::apply_settings(&mut crate::xdp::lock(&self.maps), &new, keep_mode) {
+            self.detach(&attached);
+            warn!(error = %e, "reload failed while applying");
             return ReloadOutcome {
                 applied: false,
-                problems,
+                problems: vec![e.to_string()],
                 restart_needed: Vec::new(),
             };
         }
-    };
-    new.edge.pin_dir = pin_dir.to_owned();
-    new.edge.interfaces = interfaces.to_vec();
-    flags.apply(&mut new);
-    // The operator's run-time mode stays unless the file's mode itself changed.
-    let keep_mode = current.read().is_ok_and(|c| c.edge.mode == new.edge.mode);
-    let applied = apply::apply_settings(&mut crate::xdp::lock(maps), &new, keep_mode);
-    let delta = applied.map(|_| {
-        let mut engine = reputation
+        let mut engine = self
+            .reputation
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (deny_before, _) = engine.applied();
         engine.reload_lists(&new.reputation);
+        let feeds = engine.reload_feeds(&new.reputation);
         let (deny_after, _) = engine.applied();
         drop(engine);
-        for net in edge::read_runtime_allow(pin_dir) {
-            let _ = crate::xdp::lock(maps).allow_insert(net);
+        for net in edge::read_runtime_allow(&self.pin_dir) {
+            let _ = crate::xdp::lock(&self.maps).allow_insert(net);
+        }
+        if feeds != feeds::FeedChanges::default() {
+            info!(feeds.added = ?feeds.added, feeds.changed = ?feeds.changed, feeds.removed = ?feeds.removed, "reputation feeds reconfigured");
+            self.feeds.reconfigure();
+        }
+        let removed: Vec<String> = old
+            .edge
+            .interfaces
+            .iter()
+            .filter(|i| !new.edge.interfaces.contains(i))
+            .cloned()
+            .collect();
+        self.detach(&removed);
+        lock_services(&self.services).commit(prepared, &new);
+        if old.siem.sinks != new.siem.sinks {
+            info!(
+                siem.sinks = new.siem.sinks.len(),
+                "event sinks reconfigured"
+            );
+            self.sinks.reconfigure(new.siem.sinks.clone());
+        }
+        if (&old.log_level, old.log_json) != (&new.log_level, new.log_json) {
+            if let Err(e) = crate::logging::reload_logging(&new.log_level, new.log_json) {
+                warn!(error = %e, "logging settings not changed");
+            }
         }
         let before: std::collections::BTreeSet<_> = deny_before.into_iter().collect();
         let after: std::collections::BTreeSet<_> = deny_after.into_iter().collect();
-        apply::ListDelta {
-            deny_added: after.difference(&before).count(),
-            deny_removed: before.difference(&after).count(),
-            ..apply::ListDelta::default()
+        let (deny_added, deny_removed) = (
+            after.difference(&before).count(),
+            before.difference(&after).count(),
+        );
+        let restart_needed = restart_needed(&old, &new);
+        if !restart_needed.is_empty() {
+            warn!(settings = %restart_needed.join(", "), "these settings changed and take effect at the next start");
         }
-    });
-    match delta {
-        Ok(d) => {
-            let restart_needed = current
-                .read()
-                .map(|old| restart_needed(&old, &new))
-                .unwrap_or_default();
-            if !restart_needed.is_empty() {
-                warn!(blocks = %restart_needed.join(", "), "these blocks changed and take effect at the next start");
+        info!(
+            deny.added = deny_added,
+            deny.removed = deny_removed,
+            "configuration reloaded"
+        );
+        self.events.emit(
+            SecurityEvent::config_changed(&self.source(), &format!("{:?}", new.mode))
+                .detail("deny_added", deny_added)
+                .detail("deny_removed", deny_removed)
+                .detail("feeds_added", &feeds.added)
+                .detail("feeds_removed", &feeds.removed)
+                .detail("interfaces_attached", &attached)
+                .detail("interfaces_detached", &removed)
+                .detail("restart_needed", &restart_needed),
+        );
+        if let Ok(mut c) = self.current.write() {
+            *c = new;
+        }
+        ReloadOutcome {
+            applied: true,
+            problems: Vec::new(),
+            restart_needed,
+        }
+    }
+
+    /// Attaches to the interfaces `new` adds; on a failure detaches those this call
+    /// attached and reports the interface.
+    fn attach_new(&self, old: &Config, new: &Config) -> anyhow::Result<Vec<String>> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut attached = Vec::new();
+        for iface in &new.edge.interfaces {
+            if old.edge.interfaces.contains(iface) {
+                continue;
             }
-            info!(
-                deny.added = d.deny_added,
-                deny.removed = d.deny_removed,
-                "configuration reloaded"
-            );
-            events.emit(
-                SecurityEvent::config_changed(&source, &format!("{:?}", new.mode))
-                    .detail("deny_added", d.deny_added)
-                    .detail("deny_removed", d.deny_removed)
-                    .detail("restart_needed", &restart_needed),
-            );
-            if let Ok(mut c) = current.write() {
-                *c = new;
-            }
-            ReloadOutcome {
-                applied: true,
-                problems: Vec::new(),
-                restart_needed,
+            match loaded.attach(iface, new.edge.attach) {
+                Ok(how) => {
+                    info!(xdp.iface = %iface, xdp.attach = how.as_str(), "attached");
+                    attached.push(iface.clone());
+                }
+                Err(e) => {
+                    drop(loaded);
+                    self.detach(&attached);
+                    return Err(anyhow::Error::new(e).context(format!("attaching to {iface}")));
+                }
             }
         }
-        Err(e) => {
-            warn!(error = %e, "reload failed while applying");
-            ReloadOutcome {
-                applied: false,
-                problems: vec![e.to_string()],
-                restart_needed: Vec::new(),
+        Ok(attached)
+    }
+
+    /// Removes our link pins of `interfaces`, which detaches the program from them.
+    fn detach(&self, interfaces: &[String]) {
+        for iface in interfaces {
+            match std::fs::remove_file(loader::link_pin(&self.pin_dir, iface)) {
+                Ok(()) => info!(xdp.iface = %iface, "detached"),
+                Err(e) => warn!(xdp.iface = %iface, error = %e, "cannot detach"),
             }
         }
     }
 }
 
+fn lock_services(s: &std::sync::Mutex<Services>) -> std::sync::MutexGuard<'_, Services> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> anyhow::Result<()> {
     let mut config = load_config(args.config.as_ref())?;
-    if !args.interfaces.is_empty() {
-        config.edge.interfaces = args.interfaces.clone();
-    }
     // An explicit --pin-dir or WAF_PIN_DIR wins over the file.
     if pin_dir_flag != Path::new(crate::config::DEFAULT_PIN_DIR) {
         config.edge.pin_dir = pin_dir_flag.to_owned();
@@ -224,6 +306,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         state_dir: args.state_dir.clone(),
         socket: (socket_flag != Path::new(crate::api::DEFAULT_SOCKET))
             .then(|| socket_flag.to_owned()),
+        interfaces: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
     };
     flags.apply(&mut config);
     let pin_dir = config.edge.pin_dir.clone();
@@ -237,24 +320,16 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     let (bus, receiver) = EventBus::new(config.siem.queue_capacity, catalogue, metrics.clone());
     let forwarder =
         Forwarder::start(&config.siem.sinks, receiver).context("starting event forwarding")?;
-    if let Some(addr) = config.metrics.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, m).await {
-                warn!(error = %e, "metrics endpoint stopped");
-            }
-        });
-    }
     let drops = EdgeDropAggregator::new(config.siem.edge_drop_interval, 10_000);
     tokio::spawn(drops.clone().run(bus.clone()));
     info!(config.source = %args.config.as_ref().map_or("embedded default".into(), |p| p.display().to_string()), waf.mode = ?config.mode, "configuration loaded");
 
     let (books, channels) = load_playbooks(&config)?;
 
-    let api_listeners = bind_api(&config.api)?;
+    let services = Arc::new(std::sync::Mutex::new(Services::bind(
+        &config,
+        metrics.clone(),
+    )?));
     let mut loaded =
         loader::load(OBJECT, &pin_dir, &config.edge.capacity).context("loading the XDP program")?;
     info!(xdp.pin_dir = %pin_dir.display(), xdp.adopted = loaded.adopted_maps, "XDP program loaded");
@@ -308,8 +383,8 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
             .with_context(|| format!("attaching to {iface}"))?;
         info!(xdp.iface = %iface, xdp.attach = how.as_str(), "attached");
     }
+    let loaded = Arc::new(std::sync::Mutex::new(loaded));
     let interfaces = config.edge.interfaces.clone();
-    let api_config = config.api.clone();
     let current = Arc::new(std::sync::RwLock::new(config));
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -342,29 +417,23 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
     let (playbooks_tx, playbooks_rx) =
         tokio::sync::watch::channel(Arc::new((books.clone(), channels.clone())));
     let reload_fn: Arc<dyn Fn() -> ReloadOutcome + Send + Sync> = {
-        let (path, pin_dir, maps, rep, current, interfaces, bus, proxy_tx, playbooks_tx, flags) = (
-            args.config.clone(),
-            pin_dir.clone(),
-            maps.clone(),
-            reputation.clone(),
-            current.clone(),
-            interfaces.clone(),
-            bus.clone(),
-            proxy_tx.clone(),
-            playbooks_tx.clone(),
-            flags.clone(),
-        );
+        let reloader = Reloader {
+            path: args.config.clone(),
+            pin_dir: pin_dir.clone(),
+            flags: flags.clone(),
+            maps: maps.clone(),
+            loaded: loaded.clone(),
+            reputation: reputation.clone(),
+            feeds: feeds_handle.clone(),
+            sinks: forwarder.control(),
+            services: services.clone(),
+            current: current.clone(),
+            events: bus.clone(),
+        };
+        let (current, proxy_tx, playbooks_tx) =
+            (current.clone(), proxy_tx.clone(), playbooks_tx.clone());
         Arc::new(move || {
-            let outcome = reload(
-                path.as_ref(),
-                &pin_dir,
-                &interfaces,
-                &flags,
-                &maps,
-                &rep,
-                &current,
-                &bus,
-            );
+            let outcome = reloader.reload();
             if outcome.applied {
                 let _ = proxy_tx.send(current.read().map(|c| c.clone()).ok());
                 // Checked with the rest of the file before it was applied.
@@ -394,7 +463,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         exceptions: exceptions.clone(),
         state_dir: state_dir.clone(),
     };
-    spawn_api(control, &api_config, api_listeners);
+    lock_services(&services).serve(control);
 
     let (blocked_tx, blocked_rx) = mpsc::channel::<Blocked>(4096);
     spawn_playbooks(
@@ -451,7 +520,7 @@ pub async fn run(args: &RunArgs, pin_dir_flag: &Path, socket_flag: &Path) -> any
         }
     }
     let _ = shutdown_tx.send(true);
-    let _ = std::fs::remove_file(&api_config.socket);
+    let _ = std::fs::remove_file(lock_services(&services).socket());
     forwarder.shutdown().await;
     info!(xdp.pin_dir = %pin_dir.display(), "stopping; the filter stays attached (`waf-agent detach` removes it)");
     Ok(())
@@ -555,70 +624,6 @@ fn spawn_proxy(
             }
         }
     });
-}
-
-/// The admin API's listeners, bound before anything touches the kernel so that a taken
-/// socket or a missing token stops the start cleanly.
-struct ApiListeners {
-    unix: tokio::net::UnixListener,
-    tcp: Option<(
-        tokio::net::TcpListener,
-        api::auth::Tokens,
-        std::net::SocketAddr,
-    )>,
-}
-
-fn bind_api(api: &crate::config::ApiConfig) -> anyhow::Result<ApiListeners> {
-    let tcp = match &api.tcp {
-        None => None,
-        Some(tcp) => {
-            let token = |name: &str| {
-                std::env::var(name)
-                    .ok()
-                    .map(|t| t.trim().to_owned())
-                    .filter(|t| !t.is_empty())
-            };
-            let write = token(&tcp.write_token_env).with_context(|| {
-                format!(
-                    "api.tcp needs a non-empty token in ${}",
-                    tcp.write_token_env
-                )
-            })?;
-            let read = match &tcp.read_token_env {
-                Some(name) => Some(token(name).with_context(|| {
-                    format!("api.tcp.read_token_env names ${name}, which is unset or empty")
-                })?),
-                None => None,
-            };
-            let std_listener = std::net::TcpListener::bind(tcp.listen)
-                .with_context(|| format!("binding the admin API to {}", tcp.listen))?;
-            std_listener.set_nonblocking(true)?;
-            let listener = tokio::net::TcpListener::from_std(std_listener)?;
-            Some((
-                listener,
-                api::auth::Tokens {
-                    read_only: read,
-                    read_write: write,
-                },
-                tcp.listen,
-            ))
-        }
-    };
-    let unix = api::bind_unix(&api.socket).context("the admin API socket")?;
-    Ok(ApiListeners { unix, tcp })
-}
-
-fn spawn_api(control: Control, api: &crate::config::ApiConfig, listeners: ApiListeners) {
-    tokio::spawn(api::serve_unix_listener(control.clone(), listeners.unix));
-    info!(api.socket = %api.socket.display(), "admin API listening");
-    if let Some((listener, tokens, addr)) = listeners.tcp {
-        tokio::spawn(async move {
-            if let Err(e) = api::serve_tcp(control, listener, tokens).await {
-                warn!(error = %e, "admin API on TCP stopped");
-            }
-        });
-        info!(api.listen = %addr, "admin API listening on TCP (bearer tokens required)");
-    }
 }
 
 /// Holds an exclusive lock for the life of the agent, so that two agents never share a pin
@@ -904,7 +909,7 @@ fn load_playbooks(config: &Config) -> anyhow::Result<PlaybookSet> {
 /// What the edge watcher needs.
 struct EdgeWatch {
     maps: SharedMaps,
-    top: Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>,
+    top: crate::api::TopSources,
     every: Duration,
     drops: EdgeDropAggregator,
     /// Packets one sampled event stands for (`edge.sample_every`).

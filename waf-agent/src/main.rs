@@ -55,6 +55,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             action: ConfigAction::Check { file },
         } => waf_agent::cli::config_check(file, cli.json),
         Command::Config {
+            action: ConfigAction::Reload,
+        } => waf_agent::cli::config_reload(&cli.socket, cli.json),
+        Command::Config {
             action: ConfigAction::Default,
         } => {
             print!("{}", waf_agent::config::DEFAULT_CONFIG);

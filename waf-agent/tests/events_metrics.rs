@@ -207,7 +207,7 @@ async fn metrics_endpoint_serves_every_family_with_its_labels() {
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(serve(listener, metrics.clone()));
+    let server = tokio::spawn(serve(std::sync::Arc::new(listener), metrics.clone()));
 
     let (status, ctype, text) = scrape(addr, "/metrics").await;
     assert_eq!(status, 200);

@@ -329,7 +329,7 @@ async fn last_modified_is_sent_back_as_if_modified_since_and_304_keeps_the_list(
             last_modified: date.clone(),
         },
     );
-    let mut h = Harness::start(
+    let h = Harness::start(
         &reputation(vec![feed(
             "dated",
             FeedSource::Url(server.url("/dated")),

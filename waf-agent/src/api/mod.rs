@@ -30,7 +30,7 @@ pub struct Control {
     pub config: Arc<std::sync::RwLock<Config>>,
     pub config_path: Option<PathBuf>,
     /// The busiest sources of the last summary interval: (source, reason, sampled drops).
-    pub top: Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>,
+    pub top: TopSources,
     /// Applies a new configuration as a whole, or refuses it and keeps the running one.
     pub reload: Arc<dyn Fn() -> model::ReloadOutcome + Send + Sync>,
     /// Security events for what operators change through the API.
@@ -59,6 +59,9 @@ pub enum ApiError {
     },
 }
 
+/// The busiest sources of the last summary interval: (source, reason, sampled drops).
+pub type TopSources = Arc<std::sync::Mutex<Vec<(IpAddr, &'static str, u64)>>>;
+
 /// The full router: API routes, `/openapi.json`, `/docs` and `/redoc`.
 pub fn router(control: Control) -> Router {
     handlers::routes().merge(docs::routes()).with_state(control)
@@ -67,7 +70,7 @@ pub fn router(control: Control) -> Router {
 /// Serves the API on a unix socket only root can use.
 pub async fn serve_unix(control: Control, path: &Path) -> Result<(), ApiError> {
     let listener = bind_unix(path)?;
-    serve_unix_listener(control, listener).await;
+    serve_unix_listener(control, Arc::new(listener)).await;
     Ok(())
 }
 
@@ -99,8 +102,9 @@ pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
     Ok(listener)
 }
 
-/// Serves the API on a socket bound with `bind_unix`.
-pub async fn serve_unix_listener(control: Control, listener: tokio::net::UnixListener) {
+/// Serves the API on a socket bound with `bind_unix`. The listener is shared so that a
+/// reload can hand it to the next serving task without closing it.
+pub async fn serve_unix_listener(control: Control, listener: Arc<tokio::net::UnixListener>) {
     serve::serve(router(control), || async {
         listener.accept().await.map(|(s, _)| s)
     })
@@ -136,7 +140,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), ApiError> {
 /// Serves the API over TCP; every request needs a bearer token.
 pub async fn serve_tcp(
     control: Control,
-    listener: tokio::net::TcpListener,
+    listener: Arc<tokio::net::TcpListener>,
     tokens: auth::Tokens,
 ) -> Result<(), ApiError> {
     let app = router(control).layer(axum::middleware::from_fn_with_state(

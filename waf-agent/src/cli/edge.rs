@@ -581,6 +581,17 @@ pub fn detach(pin_dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds (or removes) a run-time allow entry in the list the agent re-applies on reload.
+pub fn remember_runtime_allow(pin_dir: &Path, net: IpNet, add: bool) -> anyhow::Result<()> {
+    let mut set = read_runtime_allow(pin_dir);
+    if add {
+        set.insert(net);
+    } else {
+        set.remove(&net);
+    }
+    write_runtime_allow(pin_dir, &set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,15 +636,4 @@ mod tests {
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("soon").is_err());
     }
-}
-
-/// Adds (or removes) a run-time allow entry in the list the agent re-applies on reload.
-pub fn remember_runtime_allow(pin_dir: &Path, net: IpNet, add: bool) -> anyhow::Result<()> {
-    let mut set = read_runtime_allow(pin_dir);
-    if add {
-        set.insert(net);
-    } else {
-        set.remove(&net);
-    }
-    write_runtime_allow(pin_dir, &set)
 }

@@ -194,6 +194,9 @@ pub enum ConfigAction {
     Check { file: PathBuf },
     /// Print the embedded default configuration.
     Default,
+    /// Make the running agent read its configuration file again (as SIGHUP does) and print
+    /// what it did; exit 5 when the file was refused and the running configuration kept.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +239,52 @@ pub fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         .into()),
     }
+}
+
+/// `waf-agent config reload`, through the running agent's API.
+pub fn config_reload(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let Some(result) = edge::via_api(socket, hyper::Method::POST, "/v1/config/reload", None) else {
+        return Err(edge::Exit {
+            code: exit::NOT_RUNNING,
+            message: format!("the agent is not running (no API at {})", socket.display()),
+        }
+        .into());
+    };
+    let v = result?;
+    let list = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect()
+    };
+    if v["applied"] != serde_json::Value::Bool(true) {
+        let problems = list("problems");
+        if json {
+            output::print(true, &v, |_| String::new());
+        }
+        return Err(edge::Exit {
+            code: exit::INVALID_CONFIG,
+            message: format!(
+                "configuration refused; the running one stays:\n  {}",
+                problems.join("\n  ")
+            ),
+        }
+        .into());
+    }
+    let restart = list("restart_needed");
+    output::print(json, &v, |_| {
+        if restart.is_empty() {
+            "configuration reloaded".to_owned()
+        } else {
+            format!(
+                "configuration reloaded; these settings take effect at the next start: {}",
+                restart.join(", ")
+            )
+        }
+    });
+    Ok(())
 }
 
 /// `waf-agent events tail`: follows the running agent's event stream.

@@ -140,7 +140,7 @@ pub enum FeedSource {
     Url(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeedConfig {
     pub name: String,
     pub source: FeedSource,

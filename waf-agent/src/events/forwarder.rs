@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{watch, Notify},
+    sync::{mpsc, watch, Notify},
     task::JoinHandle,
     time::Instant,
 };
@@ -64,7 +64,100 @@ impl SinkState {
 pub struct Forwarder {
     stop: watch::Sender<bool>,
     main: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
+    control: SinkControl,
+}
+
+/// Replaces the running set of sinks (a reload).
+#[derive(Debug, Clone)]
+pub struct SinkControl {
+    tx: mpsc::UnboundedSender<Vec<SinkConfig>>,
+}
+
+impl SinkControl {
+    /// Sinks whose settings are unchanged keep running; a removed or changed sink stops
+    /// (its undelivered events stay in its spool), and new or changed ones start from their
+    /// spools. Events already taken off the bus reach the old set first.
+    pub fn reconfigure(&self, sinks: Vec<SinkConfig>) {
+        let _ = self.tx.send(sinks);
+    }
+}
+
+/// Checks that every sink of `sinks` can be built, without opening anything; a reload runs
+/// this before it replaces the running configuration.
+pub fn check_sinks(sinks: &[SinkConfig]) -> Result<(), ForwarderError> {
+    for cfg in sinks {
+        Sink::build(cfg).map_err(|source| ForwarderError::Sink {
+            sink: cfg.name.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// One sink's delivery task.
+struct Worker {
+    state: Arc<SinkState>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Worker {
+    fn spawn(state: Arc<SinkState>, sink: Sink, metrics: Metrics) -> Worker {
+        let (stop, stop_rx) = watch::channel(false);
+        // Deliver what a previous run left without waiting for a new event.
+        state.wake.notify_one();
+        let handle = tokio::spawn(deliver_loop(Arc::clone(&state), sink, metrics, stop_rx));
+        Worker {
+            state,
+            stop,
+            handle,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+/// Builds a sink and opens its spool, resuming what a previous run left.
+fn open_sink(
+    cfg: &SinkConfig,
+    metrics: &Metrics,
+) -> Result<(Arc<SinkState>, Sink), ForwarderError> {
+    let sink = Sink::build(cfg).map_err(|source| ForwarderError::Sink {
+        sink: cfg.name.clone(),
+        source,
+    })?;
+    let (spool, report) = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).map_err(|source| {
+        ForwarderError::Spool {
+            sink: cfg.name.clone(),
+            source,
+        }
+    })?;
+    if report.corrupt > 0 {
+        tracing::warn!(
+            siem.sink = %cfg.name,
+            siem.corrupt = report.corrupt,
+            "spool had a torn or corrupt record; later records of that segment are lost"
+        );
+        metrics.siem_dropped(&cfg.name, report.corrupt);
+    }
+    tracing::info!(
+        siem.sink = %cfg.name,
+        siem.kind = cfg.target.kind(),
+        siem.pending = report.pending,
+        siem.spool = %cfg.spool_dir.display(),
+        "event sink ready"
+    );
+    metrics.register_sink(&cfg.name);
+    metrics.set_siem_queue(&cfg.name, spool.pending(), spool.bytes());
+    let state = Arc::new(SinkState {
+        cfg: cfg.clone(),
+        spool: Mutex::new(spool),
+        wake: Notify::new(),
+    });
+    Ok((state, sink))
 }
 
 impl Forwarder {
@@ -78,62 +171,27 @@ impl Forwarder {
         if sinks.is_empty() {
             tracing::warn!("no event sinks configured: security events are counted, not forwarded");
         }
-        let mut states = Vec::with_capacity(sinks.len());
-        let mut built = Vec::with_capacity(sinks.len());
-        for cfg in sinks {
-            let sink = Sink::build(cfg).map_err(|source| ForwarderError::Sink {
-                sink: cfg.name.clone(),
-                source,
-            })?;
-            let (spool, report) =
-                Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).map_err(|source| {
-                    ForwarderError::Spool {
-                        sink: cfg.name.clone(),
-                        source,
-                    }
-                })?;
-            if report.corrupt > 0 {
-                tracing::warn!(
-                    siem.sink = %cfg.name,
-                    siem.corrupt = report.corrupt,
-                    "spool had a torn or corrupt record; later records of that segment are lost"
-                );
-                metrics.siem_dropped(&cfg.name, report.corrupt);
-            }
-            tracing::info!(
-                siem.sink = %cfg.name,
-                siem.kind = cfg.target.kind(),
-                siem.pending = report.pending,
-                siem.spool = %cfg.spool_dir.display(),
-                "event sink ready"
-            );
-            metrics.register_sink(&cfg.name);
-            metrics.set_siem_queue(&cfg.name, spool.pending(), spool.bytes());
-            states.push(Arc::new(SinkState {
-                cfg: cfg.clone(),
-                spool: Mutex::new(spool),
-                wake: Notify::new(),
-            }));
-            built.push(sink);
-        }
+        let opened = sinks
+            .iter()
+            .map(|cfg| open_sink(cfg, &metrics))
+            .collect::<Result<Vec<_>, _>>()?;
+        let workers = opened
+            .into_iter()
+            .map(|(state, sink)| Worker::spawn(state, sink, metrics.clone()))
+            .collect();
         let (stop, stop_rx) = watch::channel(false);
-        let mut workers = Vec::with_capacity(states.len());
-        for (state, sink) in states.iter().zip(built) {
-            // Deliver what a previous run left without waiting for a new event.
-            state.wake.notify_one();
-            workers.push(tokio::spawn(deliver_loop(
-                Arc::clone(state),
-                sink,
-                metrics.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        let main = tokio::spawn(fan_out(receiver, states, stop_rx));
+        let (tx, reconfigure) = mpsc::unbounded_channel();
+        let main = tokio::spawn(fan_out(receiver, workers, reconfigure, stop_rx));
         Ok(Forwarder {
             stop,
             main: Some(main),
-            workers,
+            control: SinkControl { tx },
         })
+    }
+
+    /// The handle a reload replaces the sinks through.
+    pub fn control(&self) -> SinkControl {
+        self.control.clone()
     }
 
     /// Writes what is queued in memory to the spools, then stops. Undelivered events stay in
@@ -143,19 +201,14 @@ impl Forwarder {
         if let Some(main) = self.main.take() {
             let _ = main.await;
         }
-        for w in self.workers.drain(..) {
-            let _ = w.await;
-        }
     }
 }
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
+        // The workers stop when their stop senders, owned by the main task, go.
         if let Some(main) = &self.main {
             main.abort();
-        }
-        for w in &self.workers {
-            w.abort();
         }
     }
 }
@@ -229,13 +282,14 @@ impl FanOut {
 
 async fn fan_out(
     receiver: EventReceiver,
-    states: Vec<Arc<SinkState>>,
+    mut workers: Vec<Worker>,
+    mut reconfigure: mpsc::UnboundedReceiver<Vec<SinkConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let EventReceiver { mut rx, bus } = receiver;
     let mut out = FanOut {
         bus,
-        states,
+        states: workers.iter().map(|w| Arc::clone(&w.state)).collect(),
         unreported: BTreeMap::new(),
     };
     let mut buf = Vec::with_capacity(256);
@@ -250,6 +304,11 @@ async fn fan_out(
                 }
                 out.settle();
             }
+            Some(sinks) = reconfigure.recv() => {
+                out.settle();
+                workers = replace_sinks(workers, &sinks, out.bus.metrics()).await;
+                out.states = workers.iter().map(|w| Arc::clone(&w.state)).collect();
+            }
             _ = stop.changed() => {
                 while let Ok(ev) = rx.try_recv() {
                     out.append(ev);
@@ -259,6 +318,41 @@ async fn fan_out(
             }
         }
     }
+    for w in workers {
+        w.stop().await;
+    }
+}
+
+/// Keeps the workers whose settings `sinks` repeats, stops the others (before a changed
+/// sink's spool is opened again), and starts the new ones. A sink that cannot start is
+/// logged and counted; the others still run.
+async fn replace_sinks(
+    workers: Vec<Worker>,
+    sinks: &[SinkConfig],
+    metrics: &Metrics,
+) -> Vec<Worker> {
+    let (mut kept, gone): (Vec<Worker>, Vec<Worker>) = workers
+        .into_iter()
+        .partition(|w| sinks.contains(&w.state.cfg));
+    for w in gone {
+        tracing::info!(siem.sink = %w.state.cfg.name, "event sink stopped; its spool keeps what it had not delivered");
+        w.stop().await;
+    }
+    for cfg in sinks {
+        if kept.iter().any(|w| w.state.cfg == *cfg) {
+            continue;
+        }
+        match open_sink(cfg, metrics) {
+            Ok((state, sink)) => kept.push(Worker::spawn(state, sink, metrics.clone())),
+            Err(e) => {
+                tracing::warn!(siem.sink = %cfg.name, error = %ErrorChain(&e), "event sink not started");
+                metrics.siem_delivery_failed(&cfg.name);
+            }
+        }
+    }
+    // Keep the configured order, so fan-out order does not depend on reload history.
+    kept.sort_by_key(|w| sinks.iter().position(|c| *c == w.state.cfg));
+    kept
 }
 
 async fn deliver_loop(

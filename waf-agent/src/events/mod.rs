@@ -25,7 +25,7 @@ pub use self::{
     catalogue::{CatalogueError, ErrorCatalogue, ErrorCode, Severity, DEFAULT_CATALOGUE},
     edge_drop::{interface_name, EdgeDropAggregator},
     event::{code, kind, rfc3339, EventBody, Level, RequestInfo, RuleRef, SecurityEvent},
-    forwarder::{Forwarder, ForwarderError},
+    forwarder::{check_sinks, Forwarder, ForwarderError, SinkControl},
 };
 
 /// Displays an error with its sources, `outer: inner: root`, for log fields.

@@ -36,7 +36,7 @@ pub mod spamhaus_json;
 pub mod status;
 pub mod validate;
 
-pub use engine::{prepare, share, Engine, Failure, SharedEngine};
+pub use engine::{prepare, share, Engine, Failure, FeedChanges, SharedEngine};
 pub use event::{FailureKind, FeedEvent};
 pub use reconcile::{Delta, MapFull, Reconciler};
 pub use run::{channel, run, FeedsHandle, RefreshError, RefreshOutcome, RunOptions};

@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::Rng;
 use tokio::{
     sync::{mpsc, oneshot, watch},
-    task::JoinSet,
+    task::{AbortHandle, JoinSet},
     time::Instant,
 };
 
@@ -69,6 +69,9 @@ pub enum Command {
         feed: String,
         reply: oneshot::Sender<Result<RefreshOutcome, RefreshError>>,
     },
+    /// The engine's feed set changed (a reload): start, restart or stop refresh loops to
+    /// match it.
+    Reconfigure,
 }
 
 /// The control plane's way into the running task.
@@ -78,6 +81,13 @@ pub struct FeedsHandle {
 }
 
 impl FeedsHandle {
+    /// Tells the task that the engine's feed set changed. Never waits: a full command queue
+    /// already holds work the task does first, and the reconfigure is retried by the next
+    /// reload at the latest.
+    pub fn reconfigure(&self) -> bool {
+        self.tx.try_send(Command::Reconfigure).is_ok()
+    }
+
     /// Refreshes one feed now and waits for the outcome.
     pub async fn refresh_now(&self, feed: &str) -> Result<RefreshOutcome, RefreshError> {
         let (reply, rx) = oneshot::channel();
@@ -105,28 +115,29 @@ pub async fn run<S: EdgeSink + Send + 'static>(
     options: RunOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let configs = lock(&engine).refreshable();
-    let mut routes = std::collections::BTreeMap::new();
-    let mut tasks = JoinSet::new();
-    for config in configs {
-        let (tx, rx) = mpsc::channel(4);
-        routes.insert(config.name.clone(), tx);
-        tasks.spawn(feed_loop(
-            engine.clone(),
-            config,
-            rx,
-            options.clone(),
-            shutdown.clone(),
-        ));
+    let mut loops = Loops {
+        routes: std::collections::BTreeMap::new(),
+        tasks: JoinSet::new(),
+    };
+    for config in lock(&engine).refreshable() {
+        loops.start(&engine, config, options.clone(), &shutdown);
     }
-    tracing::info!(feeds = routes.len(), "feed refresh started");
+    tracing::info!(feeds = loops.routes.len(), "feed refresh started");
     let mut tick = tokio::time::interval(options.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(Command::Refresh { feed, reply }) => match routes.get(&feed) {
-                    Some(tx) => {
+                Some(Command::Reconfigure) => {
+                    let wanted = lock(&engine).refreshable();
+                    // A feed new to the set, or whose settings changed, is fetched at once.
+                    let fresh = RunOptions { refresh_at_start: true, ..options.clone() };
+                    loops.reconcile(&engine, wanted, &fresh, &shutdown);
+                    while loops.tasks.try_join_next().is_some() {}
+                    tracing::info!(feeds = loops.routes.len(), "feed refresh reconfigured");
+                }
+                Some(Command::Refresh { feed, reply }) => match loops.routes.get(&feed) {
+                    Some((_, tx, _)) => {
                         if let Err(mpsc::error::SendError(reply)) = tx.send(reply).await {
                             let _ = reply.send(Err(RefreshError::Stopped));
                         }
@@ -148,8 +159,59 @@ pub async fn run<S: EdgeSink + Send + 'static>(
             }
         }
     }
-    tasks.abort_all();
+    loops.tasks.abort_all();
     tracing::info!("feed refresh stopped");
+}
+
+/// One refresh loop per remote or file feed, by name, with the settings it runs on.
+struct Loops {
+    routes: std::collections::BTreeMap<String, (FeedConfig, mpsc::Sender<Reply>, AbortHandle)>,
+    tasks: JoinSet<()>,
+}
+
+impl Loops {
+    fn start<S: EdgeSink + Send + 'static>(
+        &mut self,
+        engine: &SharedEngine<S>,
+        config: FeedConfig,
+        options: RunOptions,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let handle = self.tasks.spawn(feed_loop(
+            engine.clone(),
+            config.clone(),
+            rx,
+            options,
+            shutdown.clone(),
+        ));
+        self.routes
+            .insert(config.name.clone(), (config, tx, handle));
+    }
+
+    /// Stops the loops of feeds no longer wanted or whose settings changed, and starts the
+    /// loops of new and changed ones; unchanged loops keep their schedule.
+    fn reconcile<S: EdgeSink + Send + 'static>(
+        &mut self,
+        engine: &SharedEngine<S>,
+        wanted: Vec<FeedConfig>,
+        options: &RunOptions,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        self.routes.retain(|name, (config, _, handle)| {
+            let keep = wanted.iter().any(|w| w == config);
+            if !keep {
+                tracing::debug!(feed.name = %name, "feed refresh loop stopped");
+                handle.abort();
+            }
+            keep
+        });
+        for config in wanted {
+            if !self.routes.contains_key(&config.name) {
+                self.start(engine, config, options.clone(), shutdown);
+            }
+        }
+    }
 }
 
 fn lock<S>(engine: &SharedEngine<S>) -> std::sync::MutexGuard<'_, super::engine::Engine<S>> {

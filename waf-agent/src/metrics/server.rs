@@ -48,7 +48,10 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves `/metrics` on `listener` until the task is dropped or the listener fails.
-pub async fn serve(listener: TcpListener, metrics: Metrics) -> Result<(), MetricsServerError> {
+pub async fn serve(
+    listener: std::sync::Arc<TcpListener>,
+    metrics: Metrics,
+) -> Result<(), MetricsServerError> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(metrics.addr = %addr, "serving metrics");
     }

@@ -79,6 +79,9 @@ fn ten() -> u64 {
     10
 }
 
+/// Playbooks and their notification channels, as one file defines them.
+pub type PlaybookFile = (Vec<Playbook>, BTreeMap<String, Channel>);
+
 /// A checked playbook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Playbook {
@@ -123,7 +126,7 @@ pub struct Channel {
 pub const DEFAULT_PLAYBOOKS: &str = include_str!("../../../config/playbooks.yaml");
 
 /// Parses and checks playbooks; every problem is reported with its path.
-pub fn parse(text: &str) -> Result<(Vec<Playbook>, BTreeMap<String, Channel>), Vec<Problem>> {
+pub fn parse(text: &str) -> Result<PlaybookFile, Vec<Problem>> {
     let de = serde_norway::Deserializer::from_str(text);
     let raw: RawPlaybooks = serde_path_to_error::deserialize(de).map_err(|e| {
         vec![Problem {
@@ -222,7 +225,7 @@ pub fn parse(text: &str) -> Result<(Vec<Playbook>, BTreeMap<String, Channel>), V
                 actions,
             });
         }
-        tiers.sort_by(|a, b| b.threshold.cmp(&a.threshold));
+        tiers.sort_by_key(|t| std::cmp::Reverse(t.threshold));
         out.push(Playbook {
             name: p.name.clone(),
             window: Duration::from_secs(p.window_minutes * 60),

@@ -54,6 +54,14 @@ impl Failure {
     }
 }
 
+/// What `Engine::reload_feeds` did, by feed name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
 /// Parses and checks a body outside the engine lock; the checks that need the last good
 /// list happen in `Engine::accept`.
 pub fn prepare(
@@ -321,10 +329,10 @@ impl<S: EdgeSink> Engine<S> {
     }
 
     /// A reload of the config lists and threshold: the desired state is recomputed and the
-    /// difference applied. Feeds added to or removed from the config take a restart of the
-    /// refresh task.
+    /// difference applied. The feed set follows in `reload_feeds`.
     pub fn reload_lists(&mut self, reputation: &Reputation) {
         self.threshold = reputation.threshold;
+        self.enabled = reputation.enabled;
         let (allow, deny) = if self.enabled {
             (reputation.allow.clone(), reputation.deny.clone())
         } else {
@@ -355,6 +363,80 @@ impl<S: EdgeSink> Engine<S> {
             f.status.enforced = f.config.score >= reputation.threshold;
             f.status.suppressed_by_allow = self.reconciler.suppressed(&f.config.name);
         }
+    }
+
+    /// A reload of the feed set and the geo block: feeds new to the config are added (from
+    /// their stored copy, as at start), changed ones take their new settings and keep their
+    /// list until the next refresh replaces it, removed ones are dropped, and the geo
+    /// database is read again. Additions and updates reach the maps before removals, so an
+    /// address that moves from one feed to another never passes in between. The refresh
+    /// task picks the new set up through `FeedsHandle::reconfigure`.
+    /// Runs after `reload_lists`, which takes the new threshold and `enabled`.
+    pub fn reload_feeds(&mut self, reputation: &Reputation) -> FeedChanges {
+        let wanted: &[FeedConfig] = if self.enabled { &reputation.feeds } else { &[] };
+        let mut changes = FeedChanges::default();
+        for config in wanted {
+            let Some(state) = self.feeds.get_mut(&config.name) else {
+                changes.added.push(config.name.clone());
+                self.add_feed(config.clone());
+                continue;
+            };
+            if state.config == *config {
+                continue;
+            }
+            changes.changed.push(config.name.clone());
+            let source_changed =
+                state.config.source != config.source || state.config.format != config.format;
+            state.format = Format::from_config(&config.format).unwrap_or(Format::Auto);
+            state.status.score = config.score;
+            state.status.enforced = config.score >= self.threshold;
+            state.status.refresh_interval =
+                Duration::from_secs(config.refresh_minutes.saturating_mul(60));
+            if source_changed {
+                state.validators = Validators::default();
+                state.stream_started = false;
+            }
+            state.config = config.clone();
+            let nets = match &config.source {
+                FeedSource::Inline(list) => parse(&list.join("\n"), Format::Plain)
+                    .map(|(_, p)| p.nets)
+                    .unwrap_or_default(),
+                _ => self
+                    .reconciler
+                    .feed(&config.name)
+                    .map(<[IpNet]>::to_vec)
+                    .unwrap_or_default(),
+            };
+            self.set_list(&config.name, config.score, nets);
+        }
+        let gone: Vec<String> = self
+            .feeds
+            .keys()
+            .filter(|name| !wanted.iter().any(|c| &c.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.feeds.remove(&name);
+            if let Err(e) = self.reconciler.remove_feed(&name, &mut self.sink) {
+                self.emit(FeedEvent::SinkFailed {
+                    map: MapKind::DenyNet,
+                    reason: chain(&e),
+                });
+            }
+            changes.removed.push(name);
+        }
+        match reputation.geo.as_ref().filter(|_| self.enabled) {
+            Some(geo) => self.load_geo(geo),
+            None => {
+                if let Err(e) = self
+                    .reconciler
+                    .set_geo(Vec::new(), Vec::new(), &mut self.sink)
+                {
+                    self.emit(FeedEvent::GeoFailed { reason: chain(&e) });
+                }
+            }
+        }
+        changes
     }
 
     /// The configs of the feeds the refresh task should run (not inline ones).
