@@ -808,3 +808,49 @@ flush_interval_ms: 100\n      retry_initial_ms: 100\n      retry_max_ms: 500\n";
     );
     agent.stop();
 }
+
+#[test]
+fn top_shows_the_drop_rate_by_reason_and_the_denied_source() {
+    let case = Case::new(
+        68,
+        "waf:\n  mode: blocking\n  ip_reputation:\n    deny_list: [\"198.18.58.9\"]\nedge:\n  interfaces: [IFACE]\n  sample_every: 1\n",
+    );
+    let agent = Agent::start(
+        &case.lab,
+        &case.pin_dir,
+        &case.config,
+        &case.dir.join("agent.log"),
+    );
+    // 20 pings a second from the denied address (the lab gives the peer 198.18.58.9).
+    let pinger = case.lab.start_ping("198.18.58.9", "198.18.68.1", "0.05");
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, out, err) = cli(
+        &case.lab,
+        &case.pin_dir,
+        &["top", "--interval", "2", "--iterations", "1"],
+    );
+    let (sent, answered) = pinger.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(sent >= 40, "the pinger ran: {sent}");
+    assert_eq!(answered, 0, "every ping was dropped");
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["drop", "deny"]))
+        .unwrap_or_else(|| panic!("no drop/deny row in\n{out}"));
+    let rate: f64 = row
+        .split_whitespace()
+        .nth(2)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {row:?}"));
+    assert!(
+        (10.0..=30.0).contains(&rate),
+        "about 20 packets/s over the interval: {row:?}"
+    );
+    assert!(
+        out.lines()
+            .skip_while(|l| !l.contains("top sources"))
+            .any(|l| l.split_whitespace().take(2).eq(["198.18.58.9", "deny"])),
+        "the denied source leads the top sources:\n{out}"
+    );
+    agent.stop();
+}
