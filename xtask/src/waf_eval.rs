@@ -34,7 +34,7 @@ pub struct Args {
     /// At most this many recorded requests of each kind.
     #[arg(long, default_value_t = usize::MAX)]
     pub recorded_limit: usize,
-    /// Print up to this many misses and false positives of the proxy per category.
+    /// Print up to this many misses and as many false positives of the proxy per category.
     #[arg(long, default_value_t = 0)]
     pub show: usize,
     /// Client threads.
@@ -176,14 +176,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Expect::Attack => !refused(our_status[i]),
             Expect::Benign => refused(our_status[i]),
         };
-        let n = shown.entry(c.category.clone()).or_default();
+        let kind = if c.expect == Expect::Attack {
+            "missed"
+        } else {
+            "false positive"
+        };
+        let n = shown.entry(format!("{}/{kind}", c.category)).or_default();
         if wrong && *n < args.show {
             *n += 1;
-            let kind = if c.expect == Expect::Attack {
-                "missed"
-            } else {
-                "false positive"
-            };
             let modsec = modsec_status.as_ref().map_or(0, |m| m[i]);
             println!(
                 "  {kind} [{}] {} (proxy {}, modsec {modsec})",
