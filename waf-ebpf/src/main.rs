@@ -33,7 +33,7 @@ use waf_common::{
     Throttle, COUNTER_COUNT,
 };
 
-use crate::parse::{Packet, V6Tail};
+use crate::parse::{Packet, Src6, V6Tail};
 
 #[map(name = "SETTINGS")]
 static SETTINGS: Array<Settings> = Array::pinned(1, 0);
@@ -143,9 +143,26 @@ impl Addr16 {
     }
 
     #[inline(always)]
-    fn v6(src: [u8; 16]) -> Addr16 {
-        // SAFETY: both are 16 plain bytes; any bit pattern is valid for either.
-        Addr16(unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(src) })
+    fn v6(src: &Src6) -> Addr16 {
+        // SAFETY: `Src6` is 16 plain bytes aligned to 8; any bit pattern is a valid
+        // `[u64; 2]`.
+        Addr16(unsafe { *(core::ptr::from_ref(src).cast::<[u64; 2]>()) })
+    }
+
+    /// Keeps the first `prefix` bits (in network order) and clears the rest.
+    #[inline(always)]
+    fn masked(self, prefix: u32) -> Addr16 {
+        let mask = |bits: u32| -> u64 {
+            // The mask in network order, then stored as the word is laid out in memory.
+            let be = match bits {
+                0 => 0,
+                1..=63 => !0u64 << (64 - bits),
+                _ => !0,
+            };
+            be.to_be()
+        };
+        let hi_bits = prefix.saturating_sub(64);
+        Addr16([self.0[0] & mask(prefix.min(64)), self.0[1] & mask(hi_bits)])
     }
 
     /// The same 16 bytes as a map key, without copying them.
@@ -173,7 +190,7 @@ fn decide(ctx: &XdpContext, settings: &Settings) -> Verdict {
         Packet::NonIp => Verdict::Pass(Counter::PassNonIp),
         Packet::Malformed => Verdict::Drop(Counter::DropMalformed, Addr16::ZERO, 0),
         Packet::V4 { src } => decide_v4(settings, src),
-        Packet::V6 { src, tail } => decide_v6(settings, src, tail),
+        Packet::V6 { src, tail } => decide_v6(settings, &src, tail),
     }
 }
 
@@ -229,9 +246,10 @@ fn decide_v4(settings: &Settings, src: [u8; 4]) -> Verdict {
 }
 
 #[inline(never)]
-fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
-    let key = Key::new(128, src);
-    if settings.present & present::ALLOW_V6 != 0 && ALLOW_V6.get(&key).is_some() {
+fn decide_v6(settings: &Settings, src: &Src6, tail: V6Tail) -> Verdict {
+    // Built only on the paths that look a prefix up.
+    let key = || Key::new(128, src.0);
+    if settings.present & present::ALLOW_V6 != 0 && ALLOW_V6.get(&key()).is_some() {
         return Verdict::Pass(Counter::PassAllow);
     }
     match tail {
@@ -244,28 +262,32 @@ fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
     }
     let mut now = 0;
     if settings.present & present::BAN_V6 != 0 {
-        if let Some(ban) = BAN_V6.get(&key) {
+        if let Some(ban) = BAN_V6.get(&key()) {
             now = unsafe { bpf_ktime_get_ns() };
             if ban.expires_ns > now {
                 return Verdict::Drop(Counter::DropBan, Addr16::v6(src), 6);
             }
         }
     }
-    let (bit48, bit64) = hint::v6_bits(&src);
+    // The first 64 bits as one word load and a byte swap; `hint::v6_bits` reads bytes.
+    let top64 = u64::from_be(Addr16::v6(src).0[0]);
+    let (bit48, bit64) = (hint::v6_bit_48(top64 >> 16), hint::v6_bit_64(top64));
     let hinted = settings.present & (present::DENY_V6 | present::DENY_NET_V6) != 0
         && (hint_set(&DENY_HINT_V6, bit48) || hint_set(&DENY_HINT_V6, bit64));
     // SAFETY: as in `decide_v4`.
-    if hinted && settings.present & present::DENY_V6 != 0 && unsafe { DENY_V6.get(&src) }.is_some()
+    if hinted
+        && settings.present & present::DENY_V6 != 0
+        && unsafe { DENY_V6.get(&src.0) }.is_some()
     {
         return Verdict::Drop(Counter::DropDeny, Addr16::v6(src), 6);
     }
-    if hinted && settings.present & present::DENY_NET_V6 != 0 && DENY_NET_V6.get(&key).is_some() {
+    if hinted && settings.present & present::DENY_NET_V6 != 0 && DENY_NET_V6.get(&key()).is_some() {
         return Verdict::Drop(Counter::DropDeny, Addr16::v6(src), 6);
     }
     let mut interval = settings.rate_interval_ns;
     let mut tolerance = settings.rate_tolerance_ns;
     if settings.present & present::THROTTLE_V6 != 0 {
-        if let Some(t) = THROTTLE_V6.get(&key) {
+        if let Some(t) = THROTTLE_V6.get(&key()) {
             if now == 0 {
                 now = unsafe { bpf_ktime_get_ns() };
             }
@@ -276,8 +298,8 @@ fn decide_v6(settings: &Settings, src: [u8; 16], tail: V6Tail) -> Verdict {
         }
     }
     if interval != 0 {
-        let rate_key = mask_v6(src, settings.rate_v6_prefix);
-        if over_rate(&rate_key, now, interval, tolerance) {
+        let rate_key = Addr16::v6(src).masked(settings.rate_v6_prefix);
+        if over_rate(rate_key.as_key(), now, interval, tolerance) {
             return Verdict::Drop(Counter::DropRate, Addr16::v6(src), 6);
         }
     }
@@ -302,22 +324,6 @@ fn cover_set(bit: u32) -> bool {
         Some(word) => *word & (1u64 << (bit % 64)) != 0,
         None => false,
     }
-}
-
-/// Keeps the first `prefix` bits of `addr`.
-#[inline(always)]
-fn mask_v6(mut addr: [u8; 16], prefix: u32) -> [u8; 16] {
-    let mut i = 0;
-    while i < 16 {
-        let start = i as u32 * 8;
-        if start >= prefix {
-            addr[i] = 0;
-        } else if start + 8 > prefix {
-            addr[i] &= 0xffu8 << (8 - (prefix - start));
-        }
-        i += 1;
-    }
-    addr
 }
 
 /// GCRA: a source may send when its theoretical arrival time is no further ahead of now
