@@ -76,18 +76,27 @@ const UNCONFIGURED: Settings = Settings::new(Mode::Monitor);
 
 #[xdp]
 pub fn waf_xdp(ctx: XdpContext) -> u32 {
-    let mut settings = match SETTINGS.get(0) {
-        Some(s) => *s,
-        None => UNCONFIGURED,
+    // Read in place: a copy of the settings on every packet costs more than the lookups
+    // it would save.
+    let stored = match SETTINGS.get(0) {
+        Some(s) => s,
+        None => &UNCONFIGURED,
     };
-    if settings.mode == Mode::Panic as u32
-        && settings.panic_until_ns != 0
-        && unsafe { bpf_ktime_get_ns() } >= settings.panic_until_ns
+    let lifted;
+    let settings = if stored.mode == Mode::Panic as u32
+        && stored.panic_until_ns != 0
+        && unsafe { bpf_ktime_get_ns() } >= stored.panic_until_ns
     {
-        settings.mode = settings.saved_mode;
-    }
-    let verdict = decide(&ctx, &settings);
-    act(&ctx, &settings, verdict)
+        lifted = Settings {
+            mode: stored.saved_mode,
+            ..*stored
+        };
+        &lifted
+    } else {
+        stored
+    };
+    let verdict = decide(&ctx, settings);
+    act(&ctx, settings, verdict)
 }
 
 /// Counts the verdict, samples it to the ring buffer, and turns it into an XDP action,

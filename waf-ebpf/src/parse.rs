@@ -145,7 +145,13 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Packet {
     }
     let mut src = Src6([0; 16]);
     src.0.copy_from_slice(&h[8..24]);
-    let tail = walk_v6(ctx, l3 + IPV6_HLEN, h[6], h[7]);
+    // Most packets carry TCP or UDP right behind the fixed header: only a next header that
+    // the walk looks at (an extension header, or ICMPv6 for neighbour discovery) pays for it.
+    let tail = match h[6] {
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+        | NEXTHDR_ICMPV6 => walk_v6(ctx, l3 + IPV6_HLEN, h[6], h[7]),
+        _ => V6Tail::Other,
+    };
     Packet::V6 { src, tail }
 }
 
