@@ -129,9 +129,9 @@ pub struct ReloadOutcome {
     pub applied: bool,
     /// Every problem with its path when the new configuration was refused.
     pub problems: Vec<String>,
-    /// Blocks that changed but take effect only at the next start (`siem`, `api`,
-    /// `metrics`, `logging`, `state_dir`, `edge.capacity`, `ip_reputation.feeds`,
-    /// `ip_reputation.geo`).
+    /// Settings that changed but take effect only at the next start, because they size
+    /// what the agent holds (`edge.capacity`, `state_dir`, `siem.queue_capacity`,
+    /// `siem.edge_drop_interval`, `metrics.top_k`).
     #[serde(default)]
     pub restart_needed: Vec<String>,
 }
