@@ -169,12 +169,16 @@ impl Reloader {
         };
         let attached = match self.attach_new(&old, &new) {
             Ok(a) => a,
-            Err(e) => return self.reject(&e),
+            Err(e) => {
+                lock_services(&self.services).discard(prepared);
+                return self.reject(&e);
+            }
         };
         // The operator's run-time mode stays unless the file's mode itself changed.
         let keep_mode = old.edge.mode == new.edge.mode;
         if let Err(e) = apply::apply_settings(&mut crate::xdp::lock(&self.maps), &new, keep_mode) {
             self.detach(&attached);
+            lock_services(&self.services).discard(prepared);
             warn!(error = %e, "reload failed while applying");
             return ReloadOutcome {
                 applied: false,

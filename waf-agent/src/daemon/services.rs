@@ -263,6 +263,14 @@ impl Services {
         }
     }
 
+    /// Drops what `prepare` bound for a reload that did not go through, removing a new
+    /// socket file so that it does not outlive its listener.
+    pub fn discard(&self, prepared: Prepared) {
+        if let Some(unix) = prepared.unix {
+            let _ = std::fs::remove_file(&unix.at);
+        }
+    }
+
     /// The unix socket path being served (removed when the agent stops).
     pub fn socket(&self) -> PathBuf {
         self.unix.at.clone()
