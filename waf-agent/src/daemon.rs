@@ -776,6 +776,48 @@ impl playbooks::executor::Edge for PlaybookEdge {
     }
 }
 
+/// A decision stream's update as security events: an `edge.ban` or `edge.unban` per
+/// decision when the update is small, one summary of each kind (with the count and the first
+/// entries) when it is larger than `DECISION_EVENT_LIMIT`.
+pub fn decision_events(
+    feed: &str,
+    banned: &[(ipnet::IpNet, Duration)],
+    banned_total: u64,
+    withdrawn: &[ipnet::IpNet],
+    withdrawn_total: u64,
+) -> Vec<SecurityEvent> {
+    let reason = format!("crowdsec:{feed}");
+    let mut out = Vec::new();
+    if banned_total as usize > banned.len() {
+        let first: Vec<String> = banned.iter().map(|(n, _)| n.to_string()).collect();
+        out.push(
+            SecurityEvent::edge_ban(&format!("{banned_total} sources"), &reason, None)
+                .detail("count", banned_total)
+                .detail("first", first),
+        );
+    } else {
+        out.extend(banned.iter().map(|(net, ttl)| {
+            SecurityEvent::edge_ban(&net.to_string(), &reason, None)
+                .detail("ttl_seconds", ttl.as_secs())
+        }));
+    }
+    if withdrawn_total as usize > withdrawn.len() {
+        let first: Vec<String> = withdrawn.iter().map(ToString::to_string).collect();
+        out.push(
+            SecurityEvent::edge_unban(&format!("{withdrawn_total} sources"), &reason)
+                .detail("count", withdrawn_total)
+                .detail("first", first),
+        );
+    } else {
+        out.extend(
+            withdrawn
+                .iter()
+                .map(|net| SecurityEvent::edge_unban(&net.to_string(), &reason)),
+        );
+    }
+    out
+}
+
 /// Feed and store events become security events; feed status becomes metrics.
 fn spawn_feed_events(
     mut rx: mpsc::Receiver<FeedEvent>,
@@ -797,6 +839,11 @@ fn spawn_feed_events(
                         FeedEvent::FetchFailed { feed, reason, .. } => {
                             metrics.feed_fetch_error(feed);
                             bus.emit(SecurityEvent::feed_failure(feed, reason));
+                        }
+                        FeedEvent::Decisions { feed, banned, banned_total, withdrawn, withdrawn_total } => {
+                            for ev in decision_events(feed, banned, *banned_total, withdrawn, *withdrawn_total) {
+                                bus.emit(ev);
+                            }
                         }
                         FeedEvent::KeptLastGood { .. } | FeedEvent::Applied { .. } | FeedEvent::BansApplied { .. } | FeedEvent::StoreRecovered => {
                             tracing::debug!(feed.event = ?ev, "feeds");
@@ -1034,4 +1081,56 @@ fn capacity_of(c: &crate::config::Capacity, map: &str) -> u64 {
         n::DENY_NET_V4 | n::DENY_NET_V6 => c.deny_net,
         _ => waf_common::capacity::THROTTLE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> ipnet::IpNet {
+        s.parse().expect("a prefix")
+    }
+
+    #[test]
+    fn a_small_decision_update_is_one_event_per_ban_and_unban() {
+        let events = decision_events(
+            "lapi",
+            &[(net("192.0.2.50/32"), Duration::from_secs(1800))],
+            1,
+            &[net("2001:db8::/48")],
+            1,
+        );
+        let lines: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::from_slice(&e.to_json()).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event"]["type"], "edge.ban");
+        assert_eq!(lines[0]["event"]["client_ip"], "192.0.2.50");
+        assert_eq!(lines[0]["event"]["details"]["reason"], "crowdsec:lapi");
+        assert_eq!(lines[0]["event"]["details"]["ttl_seconds"], 1800);
+        assert_eq!(lines[1]["event"]["type"], "edge.unban");
+        assert_eq!(lines[1]["event"]["details"]["source"], "2001:db8::/48");
+    }
+
+    #[test]
+    fn a_large_decision_update_is_one_summary_not_a_siem_flood() {
+        let banned: Vec<_> = (0..feeds::event::DECISION_EVENT_LIMIT)
+            .map(|i| {
+                (
+                    net(&format!("198.18.{}.{}/32", i / 250, i % 250)),
+                    Duration::from_secs(60),
+                )
+            })
+            .collect();
+        let events = decision_events("lapi", &banned, 25_000, &[], 0);
+        assert_eq!(events.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&events[0].to_json()).expect("json");
+        assert_eq!(v["event"]["type"], "edge.ban");
+        assert_eq!(v["event"]["details"]["count"], 25_000);
+        assert_eq!(
+            v["event"]["details"]["first"].as_array().map(Vec::len),
+            Some(feeds::event::DECISION_EVENT_LIMIT)
+        );
+    }
 }

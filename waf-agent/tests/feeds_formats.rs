@@ -8,7 +8,7 @@ use std::time::Duration;
 use feeds_support::*;
 use waf_agent::{
     config::FeedSource,
-    feeds::{Delta, RefreshOutcome},
+    feeds::{Delta, FeedEvent, RefreshOutcome},
 };
 
 const S: i128 = 1_000_000_000;
@@ -109,7 +109,7 @@ async fn crowdsec_stream_becomes_timed_bans() {
     );
     cs.api_key_header = Some("X-Api-Key".into());
     cs.api_key_env = Some("PATH".into());
-    let h = Harness::start(&reputation(vec![cs]), None, clock());
+    let mut h = Harness::start(&reputation(vec![cs]), None, clock());
 
     let outcome = h.refresh("lapi").await.expect("startup stream applies");
     assert_eq!(
@@ -138,6 +138,14 @@ async fn crowdsec_stream_becomes_timed_bans() {
         "api key header sent from the named variable"
     );
     assert_eq!(h.status("lapi").bad_lines, 1, "the captcha decision");
+    assert_eq!(
+        decisions(&mut h),
+        vec![(
+            vec!["192.0.2.50/32".to_owned(), "2001:db8:dead::/48".to_owned()],
+            vec![]
+        )],
+        "the decisions reach the event stream"
+    );
 
     h.clock.advance(Duration::from_secs(60));
     server.set("/v1/decisions/stream", ok("crowdsec_delta.json"));
@@ -153,7 +161,40 @@ async fn crowdsec_stream_becomes_timed_bans() {
     let bans = h.engine.lock().unwrap().ban_status();
     assert_eq!(bans.len(), 2);
     assert_eq!(bans[0].sources[0].0.to_string(), "crowdsec:lapi");
+    assert_eq!(
+        decisions(&mut h),
+        vec![(
+            vec!["2001:db8::77/128".to_owned()],
+            vec!["192.0.2.50/32".to_owned()]
+        )],
+        "a delta reports what it banned and what it withdrew"
+    );
     h.stop().await;
+}
+
+/// The `Decisions` events the engine sent since the last call: (banned, withdrawn), with
+/// the totals checked against the lists.
+fn decisions(h: &mut Harness) -> Vec<(Vec<String>, Vec<String>)> {
+    h.drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            FeedEvent::Decisions {
+                banned,
+                banned_total,
+                withdrawn,
+                withdrawn_total,
+                ..
+            } => {
+                assert_eq!(banned.len() as u64, banned_total);
+                assert_eq!(withdrawn.len() as u64, withdrawn_total);
+                Some((
+                    banned.iter().map(|(n, _)| n.to_string()).collect(),
+                    withdrawn.iter().map(ToString::to_string).collect(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test]

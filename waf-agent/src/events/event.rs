@@ -250,6 +250,7 @@ impl SecurityEvent {
     }
 
     /// A source banned at the NIC; `until` is the RFC 3339 expiry, if any.
+    /// A ban of a single host names it as the event's `client_ip` (a prefix does not).
     pub fn edge_ban(source: &str, reason: &str, until: Option<&str>) -> Self {
         let mut ev = SecurityEvent::new(
             "waf.edge",
@@ -258,7 +259,7 @@ impl SecurityEvent {
             Some(code::EDGE_BAN),
         );
         ev.event.action = Some("ban".to_owned());
-        ev.event.client_ip = source.parse().ok();
+        ev.event.client_ip = host_address(source);
         ev.detail("source", source)
             .detail("reason", reason)
             .detail("until", until)
@@ -272,7 +273,7 @@ impl SecurityEvent {
             Some(code::EDGE_UNBAN),
         );
         ev.event.action = Some("unban".to_owned());
-        ev.event.client_ip = source.parse().ok();
+        ev.event.client_ip = host_address(source);
         ev.detail("source", source).detail("reason", reason)
     }
 
@@ -373,4 +374,15 @@ impl SecurityEvent {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The address of `target` when it is one host (`192.0.2.7` or `192.0.2.7/32`).
+fn host_address(target: &str) -> Option<IpAddr> {
+    target.parse::<IpAddr>().ok().or_else(|| {
+        target
+            .parse::<ipnet::IpNet>()
+            .ok()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr())
+    })
 }

@@ -101,6 +101,15 @@ pub enum FeedEvent {
     },
     /// Bans reached the ban maps.
     BansApplied { set: u64, cleared: u64 },
+    /// A decision stream's update: the bans it added (with their TTLs) and the ones it
+    /// withdrew. Capped at `DECISION_EVENT_LIMIT` entries each; the counts are complete.
+    Decisions {
+        feed: String,
+        banned: Vec<(IpNet, std::time::Duration)>,
+        banned_total: u64,
+        withdrawn: Vec<IpNet>,
+        withdrawn_total: u64,
+    },
     /// A ban was refused because its map share is full.
     BanRefused {
         net: IpNet,
@@ -121,6 +130,10 @@ pub enum FeedEvent {
     /// The geo database could not be loaded; geo rules are not applied.
     GeoFailed { reason: String },
 }
+
+/// Most bans (and withdrawals) one `FeedEvent::Decisions` lists one by one; a stream's first
+/// answer can carry tens of thousands, which become one summary instead of a SIEM flood.
+pub const DECISION_EVENT_LIMIT: usize = 100;
 
 /// The error and its causes on one line, for events and status.
 pub fn chain(e: &dyn std::error::Error) -> String {

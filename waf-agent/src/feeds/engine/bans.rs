@@ -9,7 +9,7 @@ use super::{Engine, FeedEvent};
 use crate::{
     bans::{BanError, BanOutcome, BanSource, BanStatus},
     feeds::{
-        event::chain,
+        event::{chain, DECISION_EVENT_LIMIT},
         parse::Decisions,
         reconcile::Delta,
         sink::{EdgeSink, MapKind},
@@ -105,14 +105,17 @@ impl<S: EdgeSink> Engine<S> {
                 source: source.clone(),
             }));
         }
+        let mut withdrawn = Vec::new();
         for net in d.deleted {
             if self.bans.withdraw(net, &source) {
+                withdrawn.push(net);
                 writes.push(BanWrite::Delete {
                     net,
                     source: source.clone(),
                 });
             }
         }
+        let mut banned = Vec::new();
         let mut refused: Option<BanError> = None;
         let mut refused_count = 0u64;
         for b in d.new {
@@ -120,12 +123,15 @@ impl<S: EdgeSink> Engine<S> {
                 .bans
                 .ban(b.net, source.clone(), b.ttl, "crowdsec decision", now)
             {
-                Ok(BanOutcome::Added) => writes.push(BanWrite::Put(self.stored(
-                    b.net,
-                    &source,
-                    now + nanos(b.ttl),
-                    "crowdsec decision",
-                ))),
+                Ok(BanOutcome::Added) => {
+                    banned.push((b.net, b.ttl));
+                    writes.push(BanWrite::Put(self.stored(
+                        b.net,
+                        &source,
+                        now + nanos(b.ttl),
+                        "crowdsec decision",
+                    )));
+                }
                 Ok(BanOutcome::Suppressed) => {}
                 Err(e) => {
                     refused_count += 1;
@@ -147,6 +153,18 @@ impl<S: EdgeSink> Engine<S> {
         }
         self.persist(writes);
         let (set, cleared) = self.apply_bans();
+        if !banned.is_empty() || !withdrawn.is_empty() {
+            let (banned_total, withdrawn_total) = (banned.len() as u64, withdrawn.len() as u64);
+            banned.truncate(DECISION_EVENT_LIMIT);
+            withdrawn.truncate(DECISION_EVENT_LIMIT);
+            self.emit(FeedEvent::Decisions {
+                feed: name.to_owned(),
+                banned,
+                banned_total,
+                withdrawn,
+                withdrawn_total,
+            });
+        }
         Delta {
             added: set,
             removed: cleared,
