@@ -473,6 +473,29 @@ fn a_reload_attaches_to_an_added_interface_and_detaches_a_removed_one() {
     let _ = case.lab.in_host(&["ip", "link", "del", &extra]).status();
 }
 
+/// Follows `events tail -n 1`, runs the CLI command `args`, and returns the one event the
+/// tail printed, parsed and as text.
+fn next_event(case: &Case, args: &[&str]) -> (serde_json::Value, String) {
+    let tail = case
+        .lab
+        .in_host(&[
+            waf_tests::agent::binary().to_str().expect("path"),
+            "--socket",
+        ])
+        .arg(socket_for(&case.pin_dir))
+        .args(["--json", "events", "tail", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events tail");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = cli(&case.lab, &case.pin_dir, args);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = tail.wait_with_output().expect("tail output");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(line.trim()).expect("one JSON event");
+    (v, line)
+}
+
 #[test]
 fn events_tail_shows_a_mode_change_made_through_the_cli() {
     let case = Case::new(53, "waf:\n  mode: blocking\nedge:\n  interfaces: [IFACE]\n");
@@ -482,44 +505,12 @@ fn events_tail_shows_a_mode_change_made_through_the_cli() {
         &case.config,
         &case.dir.join("agent.log"),
     );
-    let tail = case
-        .lab
-        .in_host(&[
-            waf_tests::agent::binary().to_str().expect("path"),
-            "--socket",
-        ])
-        .arg(socket_for(&case.pin_dir))
-        .args(["--json", "events", "tail", "-n", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("events tail");
-    std::thread::sleep(Duration::from_millis(500));
-    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["mode", "monitor"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let out = tail.wait_with_output().expect("tail output");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
+    let (v, line) = next_event(&case, &["mode", "monitor"]);
     assert_eq!(v["event"]["type"], "mode.changed", "{line}");
     assert_eq!(v["event"]["details"]["to"], "monitor", "{line}");
 
     // A run-time allow-list entry passes everything: it is an event too.
-    let tail = case
-        .lab
-        .in_host(&[
-            waf_tests::agent::binary().to_str().expect("path"),
-            "--socket",
-        ])
-        .arg(socket_for(&case.pin_dir))
-        .args(["--json", "events", "tail", "-n", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("events tail");
-    std::thread::sleep(Duration::from_millis(500));
-    let (code, out, err) = cli(&case.lab, &case.pin_dir, &["allow", "add", "198.18.53.40"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let out = tail.wait_with_output().expect("tail output");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON event");
+    let (v, line) = next_event(&case, &["allow", "add", "198.18.53.40"]);
     assert_eq!(v["event"]["type"], "allow.changed", "{line}");
     assert_eq!(v["event"]["code"], "CTL-6005", "{line}");
     assert_eq!(v["event"]["action"], "add", "{line}");
