@@ -179,6 +179,47 @@ X-Request-ID: req_sqli\r\nConnection: close\r\n\r\n",
 }
 
 #[tokio::test]
+async fn raw_angle_bracket_in_the_query_is_forwarded_encoded_not_refused() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let (status, head, body) = raw(
+        p.addr,
+        b"GET /get?code=>/tmp HTTP/1.1\r\nHost: a\r\nX-Request-ID: req_gt\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "upstream ok"),
+        "head: {head}"
+    );
+    assert_eq!(
+        seen.lock().await.as_slice(),
+        ["/get?code=%3E/tmp rid=req_gt body="]
+    );
+}
+
+#[tokio::test]
+async fn raw_script_tag_in_the_request_target_is_inspected_and_blocked() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let (status, head, body) = raw(
+        p.addr,
+        b"GET /search?q=<script>alert(document.cookie)</script> HTTP/1.1\r\nHost: a\r\n\
+Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "head: {head}");
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "SEC-1001");
+    let rule = v["error"]["details"]["rule_id"].as_str().unwrap_or("");
+    assert!(
+        rule.starts_with("xss-"),
+        "rule_id {rule:?} must name an XSS rule"
+    );
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
 async fn monitor_mode_forwards_and_reports() {
     let (up, seen) = upstream().await;
     let mut p = start("monitor", up, "").await;

@@ -4,6 +4,13 @@
 //! So the raw bytes of each HTTP/1 connection pass a small scanner that follows request
 //! framing and records, per request head, whether its framing headers are ambiguous; the
 //! request handler takes these verdicts in order and answers 400 to the ambiguous ones.
+//!
+//! The same scanner makes the request line as lenient as common front ends: bytes that
+//! clients send raw in a request target but the `http` crate refuses (`<`, `>`, `"`, a
+//! backtick, DEL, bytes of invalid UTF-8) are percent-encoded before hyper parses the line,
+//! so `GET /get?code=>/tmp` is inspected and forwarded as `/get?code=%3E/tmp` instead of
+//! being refused. Percent-decoding gives the same bytes back, so detection sees what the
+//! client sent. Only the target of a well-formed request line changes; bodies never do.
 
 use std::{
     collections::VecDeque,
@@ -42,12 +49,19 @@ enum State {
     Done,
 }
 
+/// Bytes read from the client per call, at most.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// A stream wrapper that scans what the client sends.
 pub struct Scanned<S> {
     inner: S,
     state: State,
     max_head: usize,
     verdicts: Verdicts,
+    /// Bytes scanned and ready for hyper, from `sent` on.
+    ready: Vec<u8>,
+    sent: usize,
+    scratch: Vec<u8>,
 }
 
 impl<S> Scanned<S> {
@@ -58,23 +72,49 @@ impl<S> Scanned<S> {
             state: State::Head(Vec::new()),
             max_head,
             verdicts: verdicts.clone(),
+            ready: Vec::new(),
+            sent: 0,
+            scratch: Vec::new(),
         };
         (s, verdicts)
     }
 
-    fn feed(&mut self, mut data: &[u8]) {
+    /// Scans `data` and appends what hyper is to read to `out`. The request line of a head
+    /// is held back until it is complete, then given with its target made parseable.
+    fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         while !data.is_empty() {
+            let mut chunk: &[u8];
             match &mut self.state {
-                State::Done => return,
+                State::Done => {
+                    out.extend_from_slice(data);
+                    return;
+                }
                 State::Head(buf) => {
                     let take = data
                         .iter()
                         .position(|&b| b == b'\n')
                         .map_or(data.len(), |i| i + 1);
+                    let in_request_line = !buf.contains(&b'\n');
                     buf.extend_from_slice(&data[..take]);
+                    chunk = &data[..take];
                     data = &data[take..];
+                    let held = in_request_line && !buf.ends_with(b"\n");
+                    if in_request_line {
+                        // A complete request line goes out rewritten; an incomplete one
+                        // waits, unless scanning stops here.
+                        if !held {
+                            out.extend_from_slice(&lenient_request_line(buf));
+                        }
+                        chunk = &[];
+                    }
                     if buf.starts_with(b"PRI * HTTP/2") || buf.len() > self.max_head {
+                        if held {
+                            out.extend_from_slice(buf);
+                        }
+                        out.extend_from_slice(chunk);
+                        out.extend_from_slice(data);
                         self.state = State::Done;
+                        return;
                     } else if buf == b"\r\n" || buf == b"\n" {
                         buf.clear();
                     } else if buf.ends_with(b"\r\n\r\n") || buf.ends_with(b"\n\n") {
@@ -87,6 +127,7 @@ impl<S> Scanned<S> {
                 }
                 State::Fixed(n) => {
                     let take = (*n).min(data.len() as u64);
+                    chunk = &data[..take as usize];
                     data = &data[take as usize..];
                     *n -= take;
                     if *n == 0 {
@@ -99,6 +140,7 @@ impl<S> Scanned<S> {
                         .position(|&b| b == b'\n')
                         .map_or(data.len(), |i| i + 1);
                     buf.extend_from_slice(&data[..take]);
+                    chunk = &data[..take];
                     data = &data[take..];
                     if buf.len() > 1024 {
                         self.state = State::Done;
@@ -114,6 +156,7 @@ impl<S> Scanned<S> {
                 }
                 State::ChunkData(n) => {
                     let take = (*n).min(data.len() as u64);
+                    chunk = &data[..take as usize];
                     data = &data[take as usize..];
                     *n -= take;
                     if *n == 0 {
@@ -128,6 +171,7 @@ impl<S> Scanned<S> {
                     } else {
                         *seen += 1;
                     }
+                    chunk = &data[..1];
                     data = &data[1..];
                 }
                 State::Trailers(buf) => {
@@ -136,6 +180,7 @@ impl<S> Scanned<S> {
                         .position(|&b| b == b'\n')
                         .map_or(data.len(), |i| i + 1);
                     buf.extend_from_slice(&data[..take]);
+                    chunk = &data[..take];
                     data = &data[take..];
                     if buf == b"\r\n" || buf == b"\n" {
                         self.state = State::Head(Vec::new());
@@ -146,8 +191,63 @@ impl<S> Scanned<S> {
                     }
                 }
             }
+            out.extend_from_slice(chunk);
         }
     }
+
+    /// Scanning stopped at the end of the stream: what was held back goes out as it is.
+    fn flush_held(&mut self, out: &mut Vec<u8>) {
+        if let State::Head(buf) = &mut self.state {
+            if !buf.contains(&b'\n') {
+                out.append(buf);
+            }
+        }
+        self.state = State::Done;
+    }
+}
+
+/// Whether a byte may not stand raw in a request target for the `http` crate, though
+/// clients send it and common front ends accept it.
+fn needs_encoding(b: u8, valid_utf8: bool) -> bool {
+    matches!(b, b'"' | b'<' | b'>' | b'`' | 0x7f) || (b >= 0x80 && !valid_utf8)
+}
+
+/// `METHOD SP target SP HTTP/x.y CRLF` with the target's unparseable bytes percent-encoded;
+/// any other line as it is (hyper judges it).
+fn lenient_request_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let body = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line);
+    let (Some(first), Some(last)) = (
+        body.iter().position(|&b| b == b' '),
+        body.iter().rposition(|&b| b == b' '),
+    ) else {
+        return Cow::Borrowed(line);
+    };
+    if first >= last || !body[last + 1..].starts_with(b"HTTP/") {
+        return Cow::Borrowed(line);
+    }
+    let target = &body[first + 1..last];
+    if target.contains(&b' ') {
+        return Cow::Borrowed(line);
+    }
+    let valid_utf8 = std::str::from_utf8(target).is_ok();
+    if !target.iter().any(|&b| needs_encoding(b, valid_utf8)) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    out.extend_from_slice(&body[..=first]);
+    for &b in target {
+        if needs_encoding(b, valid_utf8) {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&line[first + 1 + target.len()..]);
+    Cow::Owned(out)
 }
 
 /// Judges a complete request head and says how its body is framed.
@@ -155,6 +255,10 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
     let text = String::from_utf8_lossy(head);
     let mut lengths = Vec::new();
     let mut encodings = Vec::new();
+    let mut upgrade = text
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("CONNECT "));
     for line in text.lines().skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -164,6 +268,8 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
             lengths.push(value.trim().to_owned());
         } else if name == "transfer-encoding" {
             encodings.push(value.trim().to_ascii_lowercase());
+        } else if name == "upgrade" {
+            upgrade = true;
         }
     }
     let issue = if !lengths.is_empty() && !encodings.is_empty() {
@@ -180,7 +286,10 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
     } else {
         None
     };
-    let next = if !encodings.is_empty() {
+    // After a protocol switch the bytes are no longer HTTP/1 requests.
+    let next = if upgrade {
+        State::Done
+    } else if !encodings.is_empty() {
         State::ChunkSize(Vec::new())
     } else {
         match lengths.first().and_then(|l| l.parse::<u64>().ok()) {
@@ -198,13 +307,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = buf.filled()[before..].to_vec();
-            this.feed(&new);
+        loop {
+            if this.sent < this.ready.len() {
+                let n = buf.remaining().min(this.ready.len() - this.sent);
+                buf.put_slice(&this.ready[this.sent..this.sent + n]);
+                this.sent += n;
+                if this.sent == this.ready.len() {
+                    this.ready.clear();
+                    this.sent = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.state, State::Done) || buf.remaining() == 0 {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut scratch = std::mem::take(&mut this.scratch);
+            scratch.resize(buf.remaining().min(READ_CHUNK), 0);
+            let mut rb = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let filled = rb.filled().len();
+            let mut ready = std::mem::take(&mut this.ready);
+            match polled {
+                Poll::Ready(Ok(())) if filled == 0 => this.flush_held(&mut ready),
+                Poll::Ready(Ok(())) => this.feed(&scratch[..filled], &mut ready),
+                other => {
+                    this.scratch = scratch;
+                    this.ready = ready;
+                    return other;
+                }
+            }
+            this.scratch = scratch;
+            this.ready = ready;
+            if filled == 0 && this.ready.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
         }
-        r
     }
 }
 
@@ -240,8 +377,9 @@ mod tests {
 
     fn scan(bytes: &[u8]) -> Vec<Option<FramingIssue>> {
         let (mut s, v) = Scanned::new((), 16 * 1024);
+        let mut out = Vec::new();
         for chunk in bytes.chunks(7) {
-            s.feed(chunk);
+            s.feed(chunk, &mut out);
         }
         let out = v
             .lock()
@@ -285,5 +423,90 @@ Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
             scan(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
             [Some(FramingIssue::BadTransferEncoding)]
         );
+    }
+
+    /// What hyper reads from a client that sent `bytes`, read `chunk` bytes at a time.
+    async fn read_through(bytes: &[u8], chunk: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let (mut s, _) = Scanned::new(bytes, 16 * 1024);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = s.read(&mut buf).await.expect("read from a slice");
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_angle_bracket_in_query_is_encoded_instead_of_refused() {
+        let got = read_through(b"GET /get?code=>/tmp HTTP/1.1\r\nHost: a\r\n\r\n", 5).await;
+        assert_eq!(got, b"GET /get?code=%3E/tmp HTTP/1.1\r\nHost: a\r\n\r\n");
+        let parsed: http::Uri = "/get?code=%3E/tmp"
+            .parse()
+            .expect("hyper accepts the result");
+        assert_eq!(parsed.query(), Some("code=%3E/tmp"));
+    }
+
+    #[tokio::test]
+    async fn keep_alive_targets_are_encoded_and_bodies_left_alone() {
+        let sent = b"POST /a<b> HTTP/1.1\r\nContent-Length: 7\r\n\r\n<x>\"y\"\
+POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n<>`\r\n0\r\n\r\n\
+GET /d?q=\"`\x7f HTTP/1.1\r\n\r\n";
+        let want = b"POST /a%3Cb%3E HTTP/1.1\r\nContent-Length: 7\r\n\r\n<x>\"y\"\
+POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n<>`\r\n0\r\n\r\n\
+GET /d?q=%22%60%7F HTTP/1.1\r\n\r\n";
+        for chunk in [1, 3, 64, 4096] {
+            assert_eq!(
+                read_through(sent, chunk).await,
+                want,
+                "read {chunk} at a time"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_in_target_is_encoded_and_valid_utf8_kept() {
+        let got = read_through(
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\nGET /x\xff\xc3\xa9 HTTP/1.1\r\n\r\n",
+            8,
+        )
+        .await;
+        assert_eq!(
+            got,
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\nGET /x%FF%C3%A9 HTTP/1.1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_that_are_not_request_lines_pass_unchanged() {
+        for sent in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n<>"[..],
+            b"GET /a b> HTTP/1.1\r\n\r\n",
+            b"GET /a>\r\n\r\n",
+            b"GET /<unfinished",
+        ] {
+            assert_eq!(read_through(sent, 4).await, sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_after_an_upgrade_request_are_not_held_as_a_request_line() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut sent =
+            b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+        sent.extend_from_slice(b"hello <frames>");
+        // The client keeps the connection open: nothing may wait for a line end.
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(&sent).await.expect("write to the pipe");
+        let (mut s, _) = Scanned::new(server, 16 * 1024);
+        let mut got = vec![0u8; sent.len()];
+        tokio::time::timeout(std::time::Duration::from_secs(2), s.read_exact(&mut got))
+            .await
+            .expect("the frames must be readable without a line end")
+            .expect("read from the pipe");
+        assert_eq!(got, sent);
     }
 }
