@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use waf_tests::test_run;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 
@@ -55,6 +56,35 @@ pub fn load_bare_pass() -> Result<OwnedFd> {
 }
 
 /// Loads the XDP program `insns` under `name` (at most 15 bytes).
+/// `r0 = XDP_DROP; exit`: the cheapest possible drop, the floor under every XDP filter.
+pub fn load_bare_drop() -> Result<OwnedFd> {
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    load(&insns, "bare_drop")
+}
+
+#[repr(C)]
+struct PinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Pins the object behind `fd` at `path` in bpffs.
+pub fn pin(fd: RawFd, path: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut attr = PinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    sys_bpf(BPF_OBJ_PIN, &mut attr).with_context(|| format!("pinning at {}", path.display()))?;
+    Ok(())
+}
+
 pub fn load(insns: &[u64], name: &str) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut prog_name = [0u8; 16];

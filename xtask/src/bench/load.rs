@@ -18,7 +18,7 @@ use super::{
     chart, denylist,
     flood::{self, Kind},
     live,
-    receivers::{self, Nft, Ours, XdpFilter},
+    receivers::{self, BareDrop, Nft, Ours, XdpFilter},
     table, write_report, xdp, Spread,
 };
 
@@ -43,10 +43,11 @@ pub struct Args {
     /// that the legitimate sources' packets are not lost in veth's queue before any filter.
     #[arg(long, default_value_t = 100_000)]
     spoof_pps: u64,
-    /// What floods the receivers: trafgen's packet sockets (`trafgen`, socket buffers
-    /// through veth), or frames redirected by XDP in the kernel (`live`, as from a NIC's
-    /// driver; on a small VM its rate stays below what any receiver drops).
-    #[arg(long, value_enum, default_value_t = Generator::Trafgen)]
+    /// What floods the receivers: frames redirected by XDP in the kernel (`live`, as
+    /// xdp-trafficgen does: they reach the receiver as from a NIC's driver, and the rate
+    /// is set by how fast the receiver takes them), or trafgen's packet sockets (`trafgen`,
+    /// socket buffers through veth, where the generator is the bottleneck on a small VM).
+    #[arg(long, value_enum, default_value_t = Generator::Live)]
     generator: Generator,
 }
 
@@ -68,7 +69,15 @@ const ALLOWED: &str = "198.19.250.3";
 /// A generator address on the deny list.
 const DENIED: &str = "198.19.251.9";
 
-const RECEIVERS: [&str; 4] = ["waf-agent", "xdp-filter", "nftables", "no filter"];
+const RECEIVERS: [&str; 5] = [
+    "waf-agent",
+    "xdp-filter",
+    "nftables",
+    "no filter",
+    "bare XDP_DROP",
+];
+/// The index of the bare `XDP_DROP` receiver in `RECEIVERS`.
+const BARE: usize = 4;
 
 /// The flood sources (which include `DENIED`), each as an exact entry, then generated ones.
 fn deny_list(total: usize) -> Vec<IpNet> {
@@ -87,7 +96,11 @@ fn deny_list(total: usize) -> Vec<IpNet> {
 struct Sample {
     offered_pps: f64,
     dropped_pps: f64,
-    softirq_s: f64,
+    /// Softirq seconds over all CPUs; with the live generator, its own thread's CPU
+    /// seconds (where the receiver's work runs) plus ksoftirqd's.
+    cpu_s: f64,
+    /// How long the flood lasted.
+    secs: f64,
     /// Times trafgen gave up on a full queue and was started again (see `flood::run`).
     restarts: u32,
 }
@@ -128,22 +141,33 @@ impl Env {
         let (ns, iface) = (&self.lab.peer, &self.lab.peer_if);
         let tx0 = receivers::link_packets(ns, iface, "tx")?;
         let d0 = dropped()?;
-        let s0 = flood::softirq_seconds()?;
-        let (run, sent) = match self.generator {
-            Generator::Live => live::run(ns, iface, &self.frames(kind), secs)?,
+        // The live generator runs the receiver's work in its own thread, where the kernel
+        // counts it (also as softirq time in /proc/stat, so that is not added again); what
+        // it defers runs in ksoftirqd.
+        let other_cpu = || match self.generator {
+            Generator::Live => flood::ksoftirqd_seconds(),
+            Generator::Trafgen => flood::softirq_seconds(),
+        };
+        let s0 = other_cpu()?;
+        let (run, sent, thread_cpu_s) = match self.generator {
+            Generator::Live => {
+                let live = live::run(ns, iface, &self.frames(kind), secs)?;
+                (live.flood, live.sent, live.thread_cpu_s)
+            }
             Generator::Trafgen => {
                 let run = flood::run(ns, iface, &self.config(kind), secs, None)?;
                 let tx1 = receivers::link_packets(ns, iface, "tx")?;
-                (run, tx1 - tx0)
+                (run, tx1 - tx0, 0.0)
             }
         };
-        let s1 = flood::softirq_seconds()?;
+        let s1 = other_cpu()?;
         let d1 = dropped()?;
         let secs = run.elapsed.as_secs_f64();
         Ok(Sample {
             offered_pps: sent as f64 / secs,
             dropped_pps: (d1 - d0) as f64 / secs,
-            softirq_s: s1 - s0,
+            cpu_s: s1 - s0 + thread_cpu_s,
+            secs,
             restarts: run.restarts,
         })
     }
@@ -193,12 +217,14 @@ fn measure(args: &Args, env: &Env, entries: &[IpNet], results: &mut Results) -> 
     let ours = Ours::load(xdp::our_filter(entries)?)?;
     let peer = XdpFilter::load(entries)?;
     let nft = Nft::load(entries, host)?;
+    let bare = BareDrop::load()?;
     eprintln!("bench load: ready in {:.1} s", t.elapsed().as_secs_f64());
     let dropped = |ri: usize| -> Result<u64> {
         match ri {
             0 => ours.counter(Counter::DropDeny),
             1 => peer.dropped(),
             2 => nft.dropped(),
+            BARE => BareDrop::dropped(host, iface),
             _ => receivers::link_packets(host, iface, "rx"),
         }
     };
@@ -211,6 +237,7 @@ fn measure(args: &Args, env: &Env, entries: &[IpNet], results: &mut Results) -> 
             let _xdp = match ri {
                 0 => Some(receivers::Attached::new(host, iface, &ours.pin())?),
                 1 => Some(receivers::Attached::new(host, iface, peer.pin())?),
+                BARE => Some(receivers::Attached::new(host, iface, &bare.pin())?),
                 _ => None,
             };
             let _hook = if ri == 2 {
@@ -315,8 +342,9 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
          (nftables: netdev ingress hook). Offered: packets the generator's interface sent \
          (veth holds the sender back when the receiver falls behind). Dropped: the receiver's own \
          drop counter (no filter: packets the stack received and discarded). CPU: softirq seconds over all CPUs from /proc/stat \
-         during the flood, which is where veth's receive path and XDP run; the machine is \
-         shared, so this includes other load. Ratios compare medians to ours (drops/s: \
+         during the flood, which is where veth's receive path and XDP run (with the live \
+         generator: see below); the machine is shared, so this \
+         includes other load. Ratios compare medians to ours (drops/s: \
          higher is better; CPU per packet: lower is better). Generator restarts: trafgen gives \
          up when veth's queue stays full and is started again at once.\n\n{}\n",
         args.entries,
@@ -334,11 +362,14 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
                 nftables and the plain stack do not pay here. This flood ranks the XDP filters \
                 against each other; it understates their edge over nftables and no filter.",
             Generator::Live => "NB: live frames reach the receiver as XDP frames, as from a \
-                NIC's driver, but the receiving side's work runs on the sending CPU as part of \
-                the generator's system call, where /proc/stat may not count it as softirq \
-                time: when every receiver keeps up with the offered rate, the CPU columns \
-                show the cost of the socket-buffer path (nftables, no filter) only, and the \
-                offered rate is this machine's generator ceiling rather than a receiver's.",
+                NIC's driver (nftables and no filter get them after veth builds a socket buffer \
+                from each). The receiving side's work runs on the sending CPU inside the \
+                generator's system call, one frame after the other, so the rate reached is set \
+                by the receiver's cost per frame plus the generator's own (the same for every \
+                receiver). CPU: the generator thread's CPU seconds plus ksoftirqd's; a bare \
+                XDP_DROP program shows the floor that the generator and veth put under every \
+                receiver, and the last table takes it away to give each receiver's own cost \
+                per frame and the drop rate one CPU would reach at that cost.",
         }
     );
     for (ki, kind) in [Kind::Udp, Kind::Syn].iter().enumerate() {
@@ -346,7 +377,7 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
         let ours_drop = spread(&results[0][ki], |s| s.dropped_pps);
         let per_pkt = |s: &Sample| {
             if s.dropped_pps > 0.0 {
-                s.softirq_s / (s.dropped_pps * args.seconds) * 1e9
+                s.cpu_s / (s.dropped_pps * s.secs) * 1e9
             } else {
                 0.0
             }
@@ -358,7 +389,7 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
             .map(|(ri, name)| {
                 let s = &results[ri][ki];
                 let drop = spread(s, |x| x.dropped_pps);
-                let cpu = spread(s, |x| x.softirq_s);
+                let cpu = spread(s, |x| x.cpu_s);
                 let ns = spread(s, per_pkt);
                 let ratio = |a: Option<Spread>, b: Option<Spread>| match (a, b) {
                     (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
@@ -381,8 +412,8 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
                 "receiver",
                 "offered Mpps",
                 "dropped Mpps",
-                "softirq CPU s",
-                "softirq ns per dropped packet",
+                "CPU s",
+                "CPU ns per dropped packet",
                 "drops/s ÷ ours",
                 "CPU per packet ÷ ours",
                 "generator restarts",
@@ -390,6 +421,9 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
             &rows,
         ));
         md.push('\n');
+        if args.generator == Generator::Live {
+            md.push_str(&own_cost_table(results, ki));
+        }
     }
     let _ = writeln!(
         md,
@@ -451,7 +485,56 @@ fn report(args: &Args, results: &Results, sp: &Spoofed) -> String {
     md
 }
 
-fn charts(results: &Results, args: &Args) -> Result<()> {
+/// Each receiver's own ns per dropped frame: its ns per frame minus the bare `XDP_DROP`
+/// receiver's in the same run (the generator's and veth's share), the drop rate one CPU
+/// reaches at that cost, and its ratio to ours.
+fn own_cost_table(results: &Results, ki: usize) -> String {
+    let own = |ri: usize| -> Vec<f64> {
+        results[ri][ki]
+            .iter()
+            .zip(&results[BARE][ki])
+            .filter(|(s, b)| s.dropped_pps > 0.0 && b.dropped_pps > 0.0)
+            .map(|(s, b)| 1e9 / s.dropped_pps - 1e9 / b.dropped_pps)
+            .collect()
+    };
+    let ours = Spread::of(&own(0));
+    let rows: Vec<Vec<String>> = (0..BARE)
+        .map(|ri| {
+            let ns = Spread::of(&own(ri));
+            let rate = Spread::of(
+                &own(ri)
+                    .iter()
+                    .map(|&n| if n > 0.0 { 1e3 / n } else { f64::INFINITY })
+                    .collect::<Vec<_>>(),
+            );
+            let ratio = match (ns, ours) {
+                (Some(n), Some(o)) if n.median > 0.0 => format!("{:.2}", o.median / n.median),
+                _ => "–".into(),
+            };
+            vec![
+                RECEIVERS[ri].to_string(),
+                ns.map_or("–".into(), |n| n.show(0)),
+                rate.map_or("–".into(), |r| r.show(2)),
+                ratio,
+            ]
+        })
+        .collect();
+    let mut md =
+        String::from("Without the floor (each run's bare XDP_DROP ns per frame taken away):\n\n");
+    md.push_str(&table(
+        &[
+            "receiver",
+            "own ns per dropped frame",
+            "Mpps one CPU drops at that cost",
+            "drops/s ÷ ours",
+        ],
+        &rows,
+    ));
+    md.push('\n');
+    md
+}
+
+fn charts(results: &Results) -> Result<()> {
     let dir = super::out_dir()?;
     let kinds = [Kind::Udp, Kind::Syn];
     let panel = |title: &str, y: &str, f: &dyn Fn(&Sample) -> f64| chart::Panel {
@@ -473,14 +556,13 @@ fn charts(results: &Results, args: &Args) -> Result<()> {
             s.dropped_pps / 1e6
         })],
     )?;
-    let secs = args.seconds;
     chart::draw(
         &dir.join("load-cpu.png"),
         &[
-            panel("Softirq CPU seconds per flood", "CPU s", &|s| s.softirq_s),
-            panel("Softirq ns per dropped packet", "ns", &|s| {
+            panel("CPU seconds per flood", "CPU s", &|s| s.cpu_s),
+            panel("CPU ns per dropped packet", "ns", &|s| {
                 if s.dropped_pps > 0.0 {
-                    s.softirq_s / (s.dropped_pps * secs) * 1e9
+                    s.cpu_s / (s.dropped_pps * s.secs) * 1e9
                 } else {
                     0.0
                 }
@@ -500,7 +582,7 @@ pub fn run(args: &Args) -> Result<()> {
     let md = report(args, &results, &sp);
     print!("{md}");
     let path = write_report("load.md", &md)?;
-    charts(&results, args)?;
+    charts(&results)?;
     eprintln!(
         "bench load: wrote {} with load-drops.png and load-cpu.png beside it",
         path.display()

@@ -224,6 +224,43 @@ impl Drop for Nft {
     }
 }
 
+/// A bare `XDP_DROP` program, pinned for `Attached`: what dropping costs with no filtering
+/// at all, so that the generator's and veth's share of every other receiver's figure shows.
+pub struct BareDrop {
+    pin: PinDir,
+    _prog: std::os::fd::OwnedFd,
+}
+
+impl BareDrop {
+    pub fn load() -> Result<BareDrop> {
+        use std::os::fd::AsRawFd as _;
+        let prog = super::bpf::load_bare_drop()?;
+        let pin = PinDir::create("bench-bare-drop-")?;
+        super::bpf::pin(prog.as_raw_fd(), &pin.0.join("prog"))?;
+        Ok(BareDrop { pin, _prog: prog })
+    }
+
+    pub fn pin(&self) -> PathBuf {
+        self.pin.0.join("prog")
+    }
+
+    /// Frames veth's XDP path dropped on `iface` (its `*_xdp_drops` statistics).
+    pub fn dropped(ns: &str, iface: &str) -> Result<u64> {
+        let out = cmd::capture(in_ns(ns).args(["ethtool", "-S", iface]))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let counts: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter(|(k, _)| k.ends_with("_xdp_drops"))
+            .filter_map(|(_, v)| v.trim().parse().ok())
+            .collect();
+        if counts.is_empty() {
+            anyhow::bail!("ethtool -S {iface} shows no xdp_drops counter");
+        }
+        Ok(counts.iter().sum())
+    }
+}
+
 /// A counter of `ip -s link` for `iface` in `ns`: `dir` is "rx" or "tx".
 pub fn link_packets(ns: &str, iface: &str, dir: &str) -> Result<u64> {
     let out = cmd::capture(in_ns(ns).args(["ip", "-s", "-j", "link", "show", "dev", iface]))?;
