@@ -322,8 +322,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             let mut scratch = std::mem::take(&mut this.scratch);
-            scratch.resize(buf.remaining().min(READ_CHUNK), 0);
-            let mut rb = ReadBuf::new(&mut scratch);
+            // Sized once: zero-filling it again on every read would cost more than the scan.
+            if scratch.len() < READ_CHUNK {
+                scratch.resize(READ_CHUNK, 0);
+            }
+            let mut rb = ReadBuf::new(&mut scratch[..buf.remaining().min(READ_CHUNK)]);
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
             let filled = rb.filled().len();
             let mut ready = std::mem::take(&mut this.ready);
