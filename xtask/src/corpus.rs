@@ -146,6 +146,7 @@ fn stage_bytes(i: &CrsInput) -> Option<Vec<u8>> {
     let version = i.version.as_deref().unwrap_or("HTTP/1.1");
     let mut head = format!("{method} {uri} {version}\r\n");
     let mut has_length = false;
+    let mut content_type = None;
     let mut multipart = false;
     for (k, v) in i.headers.iter().flatten() {
         let k = match k {
@@ -159,7 +160,10 @@ fn stage_bytes(i: &CrsInput) -> Option<Vec<u8>> {
             _ => String::new(),
         };
         has_length |= k.eq_ignore_ascii_case("content-length");
-        multipart |= k.eq_ignore_ascii_case("content-type") && v.contains("multipart");
+        if k.eq_ignore_ascii_case("content-type") {
+            multipart |= v.contains("multipart");
+            content_type = Some(v.clone());
+        }
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     let mut body = i.data.clone().unwrap_or_default().into_bytes();
@@ -170,6 +174,17 @@ fn stage_bytes(i: &CrsInput) -> Option<Vec<u8>> {
             .into_bytes();
     }
     let complete = i.autocomplete_headers.unwrap_or(true);
+    // The CRS harness (go-ftw) sends a stage's data as a form unless the stage says otherwise:
+    // it adds the form content type when none is given and encodes a form written unencoded.
+    if complete && !body.is_empty() {
+        let content_type = content_type.get_or_insert_with(|| {
+            head.push_str(&format!("Content-Type: {FORM}\r\n"));
+            FORM.to_owned()
+        });
+        if content_type == FORM && !body.contains(&b'%') && !body.contains(&b'+') {
+            body = encode_form(&body);
+        }
+    }
     if complete {
         if !has_length && !body.is_empty() {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -180,6 +195,39 @@ fn stage_bytes(i: &CrsInput) -> Option<Vec<u8>> {
     let mut raw = head.into_bytes();
     raw.extend_from_slice(&body);
     Some(raw)
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Percent-encodes each key and value of an unencoded `k=v&k=v` form the way a form encoder
+/// does (space as `+`, only `A-Za-z0-9-_.~` left bare), keeping the `&` and first `=`.
+fn encode_form(data: &[u8]) -> Vec<u8> {
+    fn escape(out: &mut Vec<u8>, s: &[u8]) {
+        for &b in s {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b),
+                b' ' => out.push(b'+'),
+                _ => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
+            }
+        }
+    }
+    // A trailing `&` ends the last pair rather than starting an empty one.
+    let data = data.strip_suffix(b"&").unwrap_or(data);
+    let mut out = Vec::with_capacity(data.len() * 3 / 2);
+    for (n, pair) in data.split(|&b| b == b'&').enumerate() {
+        if n > 0 {
+            out.push(b'&');
+        }
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                escape(&mut out, &pair[..eq]);
+                out.push(b'=');
+                escape(&mut out, &pair[eq + 1..]);
+            }
+            None => escape(&mut out, pair),
+        }
+    }
+    out
 }
 
 /// The recorded raw requests; `.black` are attacks, `.white` benign. At most `limit` of each.
@@ -296,4 +344,42 @@ Accept: text/html\r\nConnection: close\r\n\r\n"
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(yaml: &str) -> String {
+        let input: CrsInput = serde_norway::from_str(yaml).unwrap();
+        String::from_utf8(stage_bytes(&input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn stage_data_without_content_type_is_sent_as_an_encoded_form() {
+        let raw = stage("method: POST\nuri: /post\ndata: \"var=' or 1=1; --&b=x y\"\n");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nContent-Type: application/x-www-form-urlencoded\r\n"));
+        assert_eq!(body, "var=%27+or+1%3D1%3B+--&b=x+y");
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
+    }
+
+    #[test]
+    fn stage_data_already_encoded_is_sent_as_written() {
+        let raw = stage("method: POST\ndata: \"var=%27or%271\"\n");
+        assert!(raw.ends_with("\r\n\r\nvar=%27or%271"));
+        assert!(raw.contains("Content-Type: application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn stage_with_its_own_content_type_or_no_autocomplete_keeps_its_body() {
+        let json = stage(
+            "method: POST\nheaders:\n  Content-Type: application/json\ndata: '{\"a\": \"b c\"}'\n",
+        );
+        assert!(json.ends_with("\r\n\r\n{\"a\": \"b c\"}"));
+        assert_eq!(json.matches("Content-Type").count(), 1);
+        let bare = stage("method: POST\nautocomplete_headers: false\ndata: \"a=b c\"\n");
+        assert!(!bare.contains("Content-Type"));
+        assert!(bare.ends_with("\r\n\r\na=b c"));
+    }
 }

@@ -37,6 +37,9 @@ pub struct Args {
     /// Print up to this many misses and as many false positives of the proxy per category.
     #[arg(long, default_value_t = 0)]
     pub show: usize,
+    /// Only these categories (repeatable; default: all).
+    #[arg(long = "category")]
+    pub categories: Vec<String>,
     /// Client threads.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
@@ -129,6 +132,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut cases = corpus::crs(&args.corpora)?;
     cases.extend(corpus::recorded(&args.corpora, args.recorded_limit)?);
     cases.extend(corpus::payloads(&args.corpora)?);
+    if !args.categories.is_empty() {
+        cases.retain(|c| args.categories.contains(&c.category));
+    }
     println!(
         "waf-eval: {} requests, paranoia level {}",
         cases.len(),
@@ -231,10 +237,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
+    let verdicts: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::json!({
+                "category": c.category,
+                "name": c.name,
+                "attack": c.expect == Expect::Attack,
+                "proxy": our_status[i],
+                "modsecurity": modsec_status.as_ref().map(|m| m[i]),
+            })
+        })
+        .collect();
     let json = serde_json::json!({
         "paranoia_level": args.paranoia,
         "proxy": ours_by,
         "modsecurity": modsec_by,
+        "cases": verdicts,
     });
     std::fs::write(&args.out, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("write {}", args.out.display()))?;

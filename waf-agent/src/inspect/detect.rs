@@ -44,7 +44,7 @@ pub fn libinjection(input: &Input) -> Vec<Detection> {
             detail: "",
         });
     }
-    if (input.target != Target::Headers || input.name == "referer")
+    if (input.target != Target::Headers || input.name == "referer" || input.name == "user-agent")
         && libinjectionrs::detect_xss(bytes).is_injection()
     {
         {

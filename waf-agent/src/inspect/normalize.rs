@@ -36,8 +36,22 @@ pub fn decode_value(raw: &[u8], plus_is_space: bool) -> Decoded {
         }
         bytes = next;
     }
-    let text = String::from_utf8_lossy(&bytes).replace('\0', "");
+    let mut text = String::from_utf8_lossy(&bytes).replace('\0', "");
+    if bytes.contains(&0xEF) {
+        text = fold_fullwidth(&text);
+    }
     Decoded { text, exhausted }
+}
+
+/// Maps fullwidth forms (U+FF01 to U+FF5E, `＜script＞`) to the ASCII they mirror, as
+/// best-fit code page conversions and Unicode-folding back ends do.
+pub fn fold_fullwidth(text: &str) -> String {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            cp @ 0xFF01..=0xFF5E => char::from_u32(cp - 0xFEE0).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
 }
 
 /// One round of `%XX` and `%uXXXX` decoding; malformed escapes stay as they are.
@@ -195,21 +209,32 @@ pub fn html_entity_decode(input: &str) -> String {
 }
 
 fn decode_entity(s: &str) -> Option<(char, usize)> {
-    const NAMED: [(&str, char); 9] = [
-        ("&lt", '<'),
-        ("&gt", '>'),
-        ("&quot", '"'),
-        ("&apos", '\''),
-        ("&amp", '&'),
-        ("&nbsp", ' '),
-        ("&colon", ':'),
-        ("&lpar", '('),
-        ("&rpar", ')'),
+    // Entities browsers also accept without the `;`, then HTML5 ones that need it.
+    const NAMED: [(&str, char, bool); 15] = [
+        ("&lt", '<', false),
+        ("&gt", '>', false),
+        ("&quot", '"', false),
+        ("&apos", '\'', false),
+        ("&amp", '&', false),
+        ("&nbsp", ' ', false),
+        ("&colon", ':', false),
+        ("&lpar", '(', false),
+        ("&rpar", ')', false),
+        ("&tab;", '\t', true),
+        ("&newline;", '\n', true),
+        ("&semi;", ';', true),
+        ("&sol;", '/', true),
+        ("&grave;", '`', true),
+        ("&excl;", '!', true),
     ];
-    for (name, c) in NAMED {
+    for (name, c, exact) in NAMED {
         let prefix = s.as_bytes().get(..name.len());
         if prefix.is_some_and(|p| p.eq_ignore_ascii_case(name.as_bytes())) {
-            let used = name.len() + usize::from(s[name.len()..].starts_with(';'));
+            let used = if exact {
+                name.len()
+            } else {
+                name.len() + usize::from(s[name.len()..].starts_with(';'))
+            };
             return Some((c, used));
         }
     }

@@ -112,12 +112,16 @@ pub fn extract(req: &RequestView) -> Extracted {
                     Some(i) => (&c[..i], &c[i + 1..]),
                     None => (c, &b""[..]),
                 };
-                out.push(
-                    Target::Cookies,
-                    String::from_utf8_lossy(n).into_owned(),
-                    v,
-                    false,
-                );
+                let name = String::from_utf8_lossy(n).into_owned();
+                // Cookie names are client input as much as values; the cookie rules look at
+                // both, as they do at argument names.
+                if !n
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                {
+                    out.push(Target::Cookies, name.clone(), n, false);
+                }
+                out.push(Target::Cookies, name, v, false);
             }
             continue;
         }

@@ -317,3 +317,107 @@ fn built_in_rules_are_every_file_of_the_rules_directory() {
         assert_eq!(*text, from_disk, "{name}");
     }
 }
+
+#[test]
+fn fullwidth_markup_in_a_cookie_name_is_folded_and_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        "GET / HTTP/1.1\r\nCookie: ＜script＞alert(1)＜/script＞=value\r\n\r\n".as_bytes(),
+        "xss-101",
+    );
+}
+
+#[test]
+fn html5_tab_entity_inside_a_script_scheme_is_decoded() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?u=ja%26tab%3Bvascript%3Aalert(1) HTTP/1.1\r\n\r\n",
+        "xss-103",
+    );
+}
+
+#[test]
+fn event_handler_in_the_user_agent_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET / HTTP/1.1\r\nUser-Agent: Bot/2.0 ' onerror=alert(1) '\r\n\r\n",
+        "xss-102",
+    );
+}
+
+#[test]
+fn comments_inside_a_javascript_sink_do_not_hide_it() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?a=document%2F*x*%2F.%2F*y*%2Fcookie HTTP/1.1\r\n\r\n",
+        "xss-106",
+    );
+}
+
+#[test]
+fn php_variable_function_through_nested_indexes_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?foo=$__[$_[1]](7) HTTP/1.1\r\n\r\n",
+        "php-107",
+    );
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?x=(%2F*c*%2Fsystem)(ls) HTTP/1.1\r\n\r\n",
+        "php-111",
+    );
+}
+
+#[test]
+fn windows_if_comparison_without_spaces_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?foo=if%20/i%20a==b%20foo HTTP/1.1\r\n\r\n",
+        "rce-108",
+    );
+}
+
+#[test]
+fn command_behind_a_wrapper_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?code=ti''me%20who HTTP/1.1\r\n\r\n",
+        "rce-112",
+    );
+}
+
+#[test]
+fn mysql_executable_comment_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"GET /?id=9999+or+%7Bif+length((/*!5000select+username/*!50000from*/user))>0%7D HTTP/1.1\r\n\r\n",
+        "sqli-123",
+    );
+}
+
+#[test]
+fn sql_keyword_in_a_json_key_is_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"; select\": \"foo\"}",
+        "sqli-118",
+    );
+}
+
+#[test]
+fn prose_quoting_sql_injection_examples_is_not_blocked_by_the_signatures() {
+    // The quote that breaks out of a string is the value's first one; a quoted example deep
+    // inside prose is not a breakout.
+    let e = shipped("blocking");
+    let body = "var=The%20string%20%27susan%27%20is%20data.%20Imagine%20the%20attacker%20\
+entered%20%27%20or%201%3D1%3B%20--%20instead.";
+    let raw = format!(
+        "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_, ids) = verdict(&e, raw.as_bytes());
+    for id in ["sqli-102", "sqli-108", "sqli-109"] {
+        assert!(!ids.iter().any(|i| i == id), "{id} matched: {ids:?}");
+    }
+}
