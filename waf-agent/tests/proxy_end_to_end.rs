@@ -220,6 +220,40 @@ Connection: close\r\n\r\n",
 }
 
 #[tokio::test]
+async fn oversized_headers_get_431_in_the_standard_error_shape() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let mut req = b"GET /p HTTP/1.1\r\nHost: a\r\nX-Request-ID: big-1\r\n".to_vec();
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(1000));
+    for _ in 0..80 {
+        req.extend_from_slice(pad.as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let (status, head, body) = raw(p.addr, &req).await;
+    assert_eq!(status, 431, "head: {head}");
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "VALID-3006");
+    assert_eq!(v["error"]["details"]["rule_id"], "proto-head-size");
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn unparseable_header_gets_400_in_the_standard_error_shape() {
+    let (up, seen) = upstream().await;
+    let p = start("blocking", up, "").await;
+    let (status, head, body) = raw(
+        p.addr,
+        b"GET /p HTTP/1.1\r\nHost: a\r\nBad Header: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "head: {head}");
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "VALID-3002");
+    assert_eq!(v["error"]["details"]["rule_id"], "proto-malformed");
+    assert!(seen.lock().await.is_empty());
+}
+
+#[tokio::test]
 async fn monitor_mode_forwards_and_reports() {
     let (up, seen) = upstream().await;
     let mut p = start("monitor", up, "").await;

@@ -20,6 +20,7 @@ pub mod codes {
     pub const BODY_TOO_LARGE: &str = "VALID-3003";
     pub const UPLOAD_TYPE: &str = "VALID-3004";
     pub const TIMEOUT: &str = "VALID-3005";
+    pub const HEAD_TOO_LARGE: &str = "VALID-3006";
     pub const UPSTREAM_DOWN: &str = "SYS-5001";
     pub const UPSTREAM_TIMEOUT: &str = "SYS-5002";
 }

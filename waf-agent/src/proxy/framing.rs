@@ -11,6 +11,11 @@
 //! so `GET /get?code=>/tmp` is inspected and forwarded as `/get?code=%3E/tmp` instead of
 //! being refused. Percent-decoding gives the same bytes back, so detection sees what the
 //! client sent. Only the target of a well-formed request line changes; bodies never do.
+//!
+//! Header lines are held until the head is complete. A head hyper would refuse with a bare
+//! status (a request line or header that does not parse, a head over `max_header_bytes`,
+//! too many headers) is replaced by a stand-in request that ends the connection, with a
+//! verdict that makes the handler answer 400 or 431 in the standard error shape.
 
 use std::{
     collections::VecDeque,
@@ -33,6 +38,10 @@ pub enum FramingIssue {
     BadLength,
     /// A `Transfer-Encoding` other than exactly `chunked`, or more than one.
     BadTransferEncoding,
+    /// A request line or header block longer than the limit, or too many headers.
+    HeadTooLarge,
+    /// A request line or header that does not parse.
+    Malformed,
 }
 
 /// Verdicts for request heads seen on one connection, oldest first.
@@ -47,7 +56,16 @@ enum State {
     Trailers(Vec<u8>),
     /// Not HTTP/1 (h2c preface, an upgraded connection) or past understanding: stop.
     Done,
+    /// A head was refused: the rest of what the client sends is dropped unread by hyper.
+    Discard,
 }
+
+/// Ends the stand-in request given to hyper in place of a refused head; the handler answers
+/// it with the refusal and closes the connection.
+const STAND_IN_HEADERS: &[u8] = b"Connection: close\r\n\r\n";
+const STAND_IN_LINE: &[u8] = b"GET / HTTP/1.1\r\n";
+/// Headers a request may carry, as hyper allows.
+const MAX_HEADERS: usize = 100;
 
 /// Bytes read from the client per call, at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -83,12 +101,13 @@ impl<S> Scanned<S> {
     /// is held back until it is complete, then given with its target made parseable.
     fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         while !data.is_empty() {
-            let mut chunk: &[u8];
+            let chunk: &[u8];
             match &mut self.state {
                 State::Done => {
                     out.extend_from_slice(data);
                     return;
                 }
+                State::Discard => return,
                 State::Head(buf) => {
                     let take = data
                         .iter()
@@ -96,32 +115,40 @@ impl<S> Scanned<S> {
                         .map_or(data.len(), |i| i + 1);
                     let in_request_line = !buf.contains(&b'\n');
                     buf.extend_from_slice(&data[..take]);
-                    chunk = &data[..take];
                     data = &data[take..];
-                    let held = in_request_line && !buf.ends_with(b"\n");
-                    if in_request_line {
-                        // A complete request line goes out rewritten; an incomplete one
-                        // waits, unless scanning stops here.
-                        if !held {
-                            out.extend_from_slice(&lenient_request_line(buf));
-                        }
-                        chunk = &[];
-                    }
-                    if buf.starts_with(b"PRI * HTTP/2") || buf.len() > self.max_head {
-                        if held {
-                            out.extend_from_slice(buf);
-                        }
-                        out.extend_from_slice(chunk);
+                    chunk = &[];
+                    if buf.starts_with(b"PRI * HTTP/2") {
+                        out.extend_from_slice(buf);
                         out.extend_from_slice(data);
                         self.state = State::Done;
                         return;
-                    } else if buf == b"\r\n" || buf == b"\n" {
-                        buf.clear();
+                    }
+                    if in_request_line {
+                        // The request line goes out, made parseable, once it is complete;
+                        // the header lines after it are held until the head is.
+                        if buf == b"\r\n" || buf == b"\n" {
+                            out.append(buf);
+                        } else if buf.ends_with(b"\n") {
+                            let line = lenient_request_line(buf).into_owned();
+                            if !request_line_parses(&line) {
+                                return self.refuse(FramingIssue::Malformed, false, out);
+                            }
+                            out.extend_from_slice(&line);
+                        } else if buf.len() > self.max_head {
+                            return self.refuse(FramingIssue::HeadTooLarge, false, out);
+                        }
+                    } else if buf.len() > self.max_head {
+                        return self.refuse(FramingIssue::HeadTooLarge, true, out);
                     } else if buf.ends_with(b"\r\n\r\n") || buf.ends_with(b"\n\n") {
+                        let headers = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                        if let Err(issue) = headers_parse(&buf[headers..]) {
+                            return self.refuse(issue, true, out);
+                        }
                         let (issue, next) = analyse(buf);
                         if let Ok(mut v) = self.verdicts.lock() {
                             v.push_back(issue);
                         }
+                        out.extend_from_slice(&buf[headers..]);
                         self.state = if issue.is_some() { State::Done } else { next };
                     }
                 }
@@ -195,14 +222,30 @@ impl<S> Scanned<S> {
         }
     }
 
-    /// Scanning stopped at the end of the stream: what was held back goes out as it is.
+    /// Gives hyper a stand-in for a head that cannot go through (completing the request line
+    /// already given, or a plain one), records why, and drops the rest of the connection.
+    fn refuse(&mut self, issue: FramingIssue, line_sent: bool, out: &mut Vec<u8>) {
+        if !line_sent {
+            out.extend_from_slice(STAND_IN_LINE);
+        }
+        out.extend_from_slice(STAND_IN_HEADERS);
+        if let Ok(mut v) = self.verdicts.lock() {
+            v.push_back(Some(issue));
+        }
+        self.state = State::Discard;
+    }
+
+    /// Scanning stopped at the end of the stream: an incomplete request line goes out as it
+    /// is, for hyper to judge; held header lines are dropped with the connection.
     fn flush_held(&mut self, out: &mut Vec<u8>) {
         if let State::Head(buf) = &mut self.state {
             if !buf.contains(&b'\n') {
                 out.append(buf);
             }
         }
-        self.state = State::Done;
+        if !matches!(self.state, State::Discard) {
+            self.state = State::Done;
+        }
     }
 }
 
@@ -248,6 +291,33 @@ fn lenient_request_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
     out.extend_from_slice(&line[first + 1 + target.len()..]);
     Cow::Owned(out)
+}
+
+/// Whether a complete request line (already made lenient) parses as hyper will parse it.
+fn request_line_parses(line: &[u8]) -> bool {
+    let mut probe = line.to_vec();
+    probe.extend_from_slice(b"\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 1];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&probe) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return false,
+    }
+    let method_ok = req
+        .method
+        .is_some_and(|m| http::Method::from_bytes(m.as_bytes()).is_ok());
+    let target_ok = req.path.is_some_and(|p| p.parse::<http::Uri>().is_ok());
+    method_ok && target_ok
+}
+
+/// Whether the header lines of a complete head parse, and are few enough.
+fn headers_parse(lines: &[u8]) -> Result<(), FramingIssue> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(lines, &mut headers) {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Err(httparse::Error::TooManyHeaders) => Err(FramingIssue::HeadTooLarge),
+        _ => Err(FramingIssue::Malformed),
+    }
 }
 
 /// Judges a complete request head and says how its body is framed.
@@ -430,14 +500,23 @@ Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
 
     /// What hyper reads from a client that sent `bytes`, read `chunk` bytes at a time.
     async fn read_through(bytes: &[u8], chunk: usize) -> Vec<u8> {
+        read_with_verdicts(bytes, chunk, 16 * 1024).await.0
+    }
+
+    async fn read_with_verdicts(
+        bytes: &[u8],
+        chunk: usize,
+        max_head: usize,
+    ) -> (Vec<u8>, Vec<Option<FramingIssue>>) {
         use tokio::io::AsyncReadExt as _;
-        let (mut s, _) = Scanned::new(bytes, 16 * 1024);
+        let (mut s, verdicts) = Scanned::new(bytes, max_head);
         let mut got = Vec::new();
         let mut buf = vec![0u8; chunk];
         loop {
             let n = s.read(&mut buf).await.expect("read from a slice");
             if n == 0 {
-                return got;
+                let v = verdicts.lock().expect("verdicts").iter().copied().collect();
+                return (got, v);
             }
             got.extend_from_slice(&buf[..n]);
         }
@@ -484,15 +563,51 @@ GET /d?q=%22%60%7F HTTP/1.1\r\n\r\n";
     }
 
     #[tokio::test]
-    async fn lines_that_are_not_request_lines_pass_unchanged() {
+    async fn the_h2c_preface_and_an_unfinished_line_pass_unchanged() {
         for sent in [
             &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n<>"[..],
-            b"GET /a b> HTTP/1.1\r\n\r\n",
-            b"GET /a>\r\n\r\n",
             b"GET /<unfinished",
         ] {
             assert_eq!(read_through(sent, 4).await, sent);
         }
+    }
+
+    #[tokio::test]
+    async fn unparseable_request_lines_become_a_refused_stand_in() {
+        for sent in [
+            &b"GET /a b> HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..],
+            b"GET /a>\r\n\r\n",
+            b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let (got, verdicts) = read_with_verdicts(sent, 4, 16 * 1024).await;
+            assert_eq!(got, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+            assert_eq!(verdicts, vec![Some(FramingIssue::Malformed)]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_line_keeps_the_request_line_and_drops_the_rest() {
+        let sent = b"POST /x HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\n\r\nbody";
+        let (got, verdicts) = read_with_verdicts(sent, 7, 16 * 1024).await;
+        assert_eq!(got, b"POST /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(verdicts, vec![Some(FramingIssue::Malformed)]);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused_as_too_large_not_passed_on() {
+        let mut sent = b"GET /x HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..40 {
+            sent.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "a".repeat(40)).as_bytes());
+        }
+        sent.extend_from_slice(b"\r\n");
+        let (got, verdicts) = read_with_verdicts(&sent, 64, 1024).await;
+        assert_eq!(got, b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(verdicts, vec![Some(FramingIssue::HeadTooLarge)]);
+        // A request line alone past the limit gets a plain stand-in line.
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        let (got, verdicts) = read_with_verdicts(long.as_bytes(), 64, 1024).await;
+        assert_eq!(got, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(verdicts, vec![Some(FramingIssue::HeadTooLarge)]);
     }
 
     #[tokio::test]

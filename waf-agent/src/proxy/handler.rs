@@ -95,8 +95,12 @@ async fn process(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if let Some(issue) = framing {
-        let mut r = Refusal::new(codes::MALFORMED, DecisionAction::Reject)
-            .rule("proto-smuggling", framing_name(issue));
+        let (code, rule) = match issue {
+            FramingIssue::HeadTooLarge => (codes::HEAD_TOO_LARGE, "proto-head-size"),
+            FramingIssue::Malformed => (codes::MALFORMED, "proto-malformed"),
+            _ => (codes::MALFORMED, "proto-smuggling"),
+        };
+        let mut r = Refusal::new(code, DecisionAction::Reject).rule(rule, framing_name(issue));
         r.close = true;
         return Err(r);
     }

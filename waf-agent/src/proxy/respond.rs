@@ -136,6 +136,8 @@ pub(super) fn framing_name(issue: FramingIssue) -> &'static str {
         FramingIssue::DuplicateLength => "More than one Content-Length",
         FramingIssue::BadLength => "Malformed Content-Length",
         FramingIssue::BadTransferEncoding => "Transfer-Encoding other than chunked",
+        FramingIssue::HeadTooLarge => "Request head larger than allowed",
+        FramingIssue::Malformed => "Request line or header does not parse",
     }
 }
 
