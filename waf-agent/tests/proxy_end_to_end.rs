@@ -570,6 +570,50 @@ async fn upstream_that_never_answers_gets_504_and_is_no_offence() {
 }
 
 #[tokio::test]
+async fn upstream_that_stalls_mid_body_is_cut_off_after_the_upstream_timeout() {
+    // Sends a response head and part of the body, then holds the connection open.
+    let stalling = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = stalling.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = stalling.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst part")
+                .await;
+            held.push(s);
+        }
+    });
+    let (proxy, _decisions) = start_with(&format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{addr}\n  upstream_timeout_ms: 300\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the client must not wait on a stalled upstream forever"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("first part"),
+        "the body stops where the upstream stalled: {text}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "cut off by the idle timeout, not at once: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn body_that_arrives_too_slowly_gets_408_valid_3005() {
     let (up, seen) = upstream().await;
     let (proxy, mut decisions) = start_with(&format!(

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
-use http_body_util::BodyExt;
 
 use super::{
     catalog::codes,
@@ -77,7 +76,7 @@ pub(super) async fn forward(
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 parts.headers.insert(shared.request_id_header.clone(), v);
             }
-            Ok(Response::from_parts(parts, body.boxed()))
+            Ok(Response::from_parts(parts, shared.upstream.body(body)))
         }
         Err(UpstreamError::Timeout) => Err(Refusal::new(
             codes::UPSTREAM_TIMEOUT,

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
@@ -110,5 +109,5 @@ pub(super) async fn upgrade(
         });
     }
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, shared.upstream.body(body)))
 }

@@ -1,4 +1,5 @@
-//! The connection pool to the application, with connect and response-head timeouts.
+//! The connection pool to the application, with connect and response-head timeouts, and
+//! an idle timeout on the response body.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use hyper_util::{
 
 use super::ProxyError;
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Why the upstream did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,13 @@ impl Upstream {
             authority,
             timeout,
         })
+    }
+
+    /// The body of an upstream response, cut off when the upstream pauses longer than the
+    /// upstream timeout between two parts of it (nginx's `proxy_read_timeout`): the client
+    /// sees the connection end rather than wait on a stalled application forever.
+    pub fn body(&self, body: Incoming) -> ProxyBody {
+        tower_http::timeout::TimeoutBody::new(self.timeout, body).boxed()
     }
 
     /// Sends a request whose URI is origin-form; the upstream's authority is filled in.
