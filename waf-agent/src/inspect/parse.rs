@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{
     multipart::{self, MultipartError, Part},
-    normalize::{decode_path, decode_value, resolve_dots},
+    normalize::{decode_path, decode_value, html_entity_decode, resolve_dots},
     request::RequestView,
 };
 
@@ -188,11 +188,73 @@ fn extract_body(req: &RequestView, out: &mut Extracted) {
         // them; the raw text would only add matches across value boundaries.
         return;
     } else if trimmed.starts_with(b"<") {
-        // Markup: splitting it on `&` and `=` would invent arguments out of attributes.
+        // Markup: splitting it on `&` and `=` would invent arguments out of attributes; an
+        // XML reader's values are its attribute values and element text.
+        push_xml(body, out);
     } else if body.contains(&b'=') {
         out.push_form(body);
     }
     out.push(Target::Body, String::new(), body, false);
+}
+
+/// Values taken from one XML body at most; the raw body is inspected whatever the count.
+const MAX_XML_VALUES: usize = 10_000;
+
+/// Pushes each attribute value (named `element@attribute`) and each element's text (named by
+/// the element), entities decoded, as an application reading the XML sees them. A body that
+/// does not parse as XML pushes what was read before the error; the raw body covers the rest.
+fn push_xml(body: &[u8], out: &mut Extracted) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut elements: Vec<String> = Vec::new();
+    let mut text = String::new();
+    let mut pushed = 0usize;
+    let mut push = |out: &mut Extracted, name: String, value: &str| {
+        if pushed < MAX_XML_VALUES && !value.trim().is_empty() {
+            pushed += 1;
+            out.push(
+                Target::Args,
+                name,
+                html_entity_decode(value).as_bytes(),
+                false,
+            );
+        }
+    };
+    loop {
+        let event = match reader.read_event() {
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(e) => e,
+        };
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let current = elements.last().cloned().unwrap_or_default();
+                push(out, current, &std::mem::take(&mut text));
+                let element = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                for a in e.attributes().with_checks(false).flatten() {
+                    let key = String::from_utf8_lossy(a.key.as_ref());
+                    let value = String::from_utf8_lossy(&a.value);
+                    push(out, format!("{element}@{key}"), &value);
+                }
+                if matches!(event, Event::Start(_)) && elements.len() < MAX_JSON_DEPTH {
+                    elements.push(element);
+                }
+            }
+            Event::End(_) => {
+                let current = elements.pop().unwrap_or_default();
+                push(out, current, &std::mem::take(&mut text));
+            }
+            Event::Text(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::GeneralRef(r) => {
+                text.push('&');
+                text.push_str(&String::from_utf8_lossy(&r));
+                text.push(';');
+            }
+            _ => {}
+        }
+    }
+    let current = elements.last().cloned().unwrap_or_default();
+    push(out, current, &text);
 }
 
 fn push_json(body: &[u8], out: &mut Extracted) -> bool {

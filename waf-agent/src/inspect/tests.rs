@@ -421,3 +421,23 @@ Content-Length: {}\r\n\r\n{body}",
         assert!(!ids.iter().any(|i| i == id), "{id} matched: {ids:?}");
     }
 }
+
+#[test]
+fn tautology_in_an_xml_attribute_after_other_quotes_is_found() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /api HTTP/1.1\r\nContent-Type: application/xml\r\n\r\n\
+<?xml version=\"1.0\"?><root><a probe=\"1234 OR 1=1\"></a></root>",
+        "sqli-109",
+    );
+}
+
+#[test]
+fn entity_encoded_script_in_xml_text_is_decoded_and_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /api HTTP/1.1\r\nContent-Type: text/xml\r\n\r\n\
+<msg><body>&lt;script&gt;alert(1)&lt;/script&gt;</body></msg>",
+        "xss-101",
+    );
+}
