@@ -253,6 +253,26 @@ async fn unparseable_header_gets_400_in_the_standard_error_shape() {
     assert!(seen.lock().await.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_inspected_off_the_worker_still_blocks_an_attack_at_its_end() {
+    let (up, seen) = upstream().await;
+    let (proxy, _decisions) = start_with(&format!(
+        "waf:\n  mode: blocking\nproxy:\n  listen: 127.0.0.1:0\n  upstream: http://{up}\n"
+    ))
+    .await;
+    let mut body = format!("note={}", "a".repeat(200 * 1024));
+    body.push_str("&q=1%27%20UNION%20SELECT%20password%20FROM%20users--%20-");
+    let req = format!(
+        "POST /p HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, head, body) = raw(proxy, req.as_bytes()).await;
+    assert_eq!(status, 403, "head: {head}");
+    assert_eq!(json(&body)["error"]["code"], "SEC-1001");
+    assert!(seen.lock().await.is_empty());
+}
+
 #[tokio::test]
 async fn monitor_mode_forwards_and_reports() {
     let (up, seen) = upstream().await;

@@ -16,8 +16,8 @@ use waf_agent::{
     proxy::{self, Decision},
 };
 
-/// An upstream that answers an `Upgrade` request with 101 and then echoes bytes, and any
-/// other request with `200 ok`.
+/// An upstream that answers any request carrying `Upgrade` with 101 and then echoes bytes,
+/// and any other request with `200 ok`.
 async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -35,7 +35,7 @@ async fn upstream() -> SocketAddr {
                     head.push(byte[0]);
                 }
                 let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if text.contains("upgrade: websocket") {
+                if text.contains("\r\nupgrade:") {
                     let _ = s
                         .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
                         .await;
@@ -124,6 +124,39 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
     assert!(head.starts_with("HTTP/1.1 403"), "head: {head}");
     let d = decisions.recv().await.expect("a decision must be sent");
     assert_eq!(d.code, "SEC-1001");
+}
+
+#[tokio::test]
+async fn websocket_handshake_with_a_body_is_refused_not_left_for_the_upstream() {
+    let (addr, _) = start(upstream().await, "").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(
+        b"POST /drain HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Content-Length: 36\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\nX-A: ",
+    )
+    .await
+    .expect("send handshake");
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "head: {head}");
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body)).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error body");
+    assert_eq!(v["error"]["code"], "VALID-3002");
+    assert_eq!(v["error"]["details"]["rule_id"], "proto-upgrade-body");
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_forwarded_as_a_plain_request_not_tunnelled() {
+    let (addr, _) = start(upstream().await, "").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(
+        b"GET /u HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .expect("send request");
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "head: {head}");
 }
 
 #[tokio::test]

@@ -208,6 +208,7 @@ fn push_xml(body: &[u8], out: &mut Extracted) {
     let mut reader = quick_xml::Reader::from_reader(body);
     let mut elements: Vec<String> = Vec::new();
     let mut text = String::new();
+    let mut all_text = String::new();
     let mut pushed = 0usize;
     let mut push = |out: &mut Extracted, name: String, value: &str| {
         if pushed < MAX_XML_VALUES && !value.trim().is_empty() {
@@ -243,18 +244,28 @@ fn push_xml(body: &[u8], out: &mut Extracted) {
                 let current = elements.pop().unwrap_or_default();
                 push(out, current, &std::mem::take(&mut text));
             }
-            Event::Text(t) => text.push_str(&String::from_utf8_lossy(&t)),
-            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::Text(t) => {
+                text.push_str(&String::from_utf8_lossy(&t));
+                all_text.push_str(&String::from_utf8_lossy(&t));
+            }
+            Event::CData(t) => {
+                text.push_str(&String::from_utf8_lossy(&t));
+                all_text.push_str(&String::from_utf8_lossy(&t));
+            }
             Event::GeneralRef(r) => {
-                text.push('&');
-                text.push_str(&String::from_utf8_lossy(&r));
-                text.push(';');
+                let r = format!("&{};", String::from_utf8_lossy(&r));
+                text.push_str(&r);
+                all_text.push_str(&r);
             }
             _ => {}
         }
     }
     let current = elements.last().cloned().unwrap_or_default();
     push(out, current, &text);
+    // A DOM reader's `textContent` joins text split by child elements (`&lt;scr<b/>ipt`).
+    if all_text.len() > text.len() {
+        push(out, String::new(), &all_text);
+    }
 }
 
 fn push_json(body: &[u8], out: &mut Extracted) -> bool {

@@ -441,3 +441,26 @@ fn entity_encoded_script_in_xml_text_is_decoded_and_blocked() {
         "xss-101",
     );
 }
+
+#[test]
+fn xml_text_split_by_a_child_element_is_joined_and_blocked() {
+    assert_blocked(
+        &shipped("blocking"),
+        b"POST /api HTTP/1.1\r\nContent-Type: application/xml\r\n\r\n\
+<a>&lt;scr<b/>ipt src=//e.vil/x.js&gt;&lt;/scr<b/>ipt&gt;</a>",
+        "xss-101",
+    );
+}
+
+#[test]
+fn c_style_comparison_and_chat_arrows_are_not_attacks() {
+    let e = shipped("blocking");
+    for q in [
+        "if%20(a%20%3D%3D%20b)%20%7B%20return%20a%3B%20%7D",
+        "step%201%20--%3E%20step%202",
+    ] {
+        let raw = format!("GET /?q={q} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (v, ids) = verdict(&e, raw.as_bytes());
+        assert_eq!((v, ids), (Verdict::Pass, vec![]), "{q}");
+    }
+}

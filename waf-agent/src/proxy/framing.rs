@@ -145,11 +145,15 @@ impl<S> Scanned<S> {
                             return self.refuse(issue, true, out);
                         }
                         let (issue, next) = analyse(buf);
+                        if let Some(issue) = issue {
+                            // hyper would refuse some of these itself, with a bare 400.
+                            return self.refuse(issue, true, out);
+                        }
                         if let Ok(mut v) = self.verdicts.lock() {
-                            v.push_back(issue);
+                            v.push_back(None);
                         }
                         out.extend_from_slice(&buf[headers..]);
-                        self.state = if issue.is_some() { State::Done } else { next };
+                        self.state = next;
                     }
                 }
                 State::Fixed(n) => {
@@ -325,10 +329,11 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
     let text = String::from_utf8_lossy(head);
     let mut lengths = Vec::new();
     let mut encodings = Vec::new();
-    let mut upgrade = text
-        .lines()
-        .next()
-        .is_some_and(|l| l.starts_with("CONNECT "));
+    let request_line = text.lines().next().unwrap_or("");
+    let connect = request_line.starts_with("CONNECT ");
+    let http10 = request_line.trim_end().ends_with("HTTP/1.0");
+    let (mut websocket, mut connection_upgrade, mut hosts) = (false, false, 0);
+    let lists = |v: &str, t: &str| v.split(',').any(|x| x.trim().eq_ignore_ascii_case(t));
     for line in text.lines().skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -339,10 +344,20 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
         } else if name == "transfer-encoding" {
             encodings.push(value.trim().to_ascii_lowercase());
         } else if name == "upgrade" {
-            upgrade = true;
+            websocket |= lists(value, "websocket");
+        } else if name == "connection" {
+            connection_upgrade |= lists(value, "upgrade");
+        } else if name == "host" {
+            hosts += 1;
         }
     }
-    let issue = if !lengths.is_empty() && !encodings.is_empty() {
+    // Only a WebSocket handshake is tunnelled (see `upgrade.rs`); any other Upgrade is
+    // dropped and the connection stays HTTP/1.
+    let upgrade = connect || (websocket && connection_upgrade && !http10);
+    let issue = if hosts > 1 {
+        // RFC 9112 section 3.2: one Host; two let front and back end disagree on the site.
+        Some(FramingIssue::Malformed)
+    } else if !lengths.is_empty() && !encodings.is_empty() {
         Some(FramingIssue::LengthAndChunked)
     } else if lengths.len() > 1 || lengths.iter().any(|l| l.contains(',')) {
         Some(FramingIssue::DuplicateLength)
@@ -351,7 +366,10 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
         .any(|l| l.is_empty() || l.len() > 18 || !l.bytes().all(|b| b.is_ascii_digit()))
     {
         Some(FramingIssue::BadLength)
-    } else if encodings.len() > 1 || encodings.iter().any(|e| e != "chunked") {
+    } else if encodings.len() > 1
+        || encodings.iter().any(|e| e != "chunked")
+        || (http10 && !encodings.is_empty())
+    {
         Some(FramingIssue::BadTransferEncoding)
     } else {
         None
@@ -496,6 +514,36 @@ Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
             scan(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
             [Some(FramingIssue::BadTransferEncoding)]
         );
+    }
+
+    #[test]
+    fn two_hosts_and_chunked_on_http10_are_flagged() {
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            [Some(FramingIssue::Malformed)]
+        );
+        assert_eq!(
+            scan(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            [Some(FramingIssue::BadTransferEncoding)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_head_reaches_hyper_only_as_the_refused_stand_in() {
+        // hyper refuses some of these itself with a bare 400; the stand-in gets the JSON one.
+        let sent = b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+        let (got, verdicts) = read_with_verdicts(sent, 8, 16 * 1024).await;
+        assert_eq!(got, b"POST /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(verdicts, vec![Some(FramingIssue::DuplicateLength)]);
+    }
+
+    #[test]
+    fn an_upgrade_other_than_websocket_does_not_stop_the_scan() {
+        let v = scan(
+            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        );
+        assert_eq!(v, [None, Some(FramingIssue::LengthAndChunked)]);
     }
 
     /// What hyper reads from a client that sent `bytes`, read `chunk` bytes at a time.

@@ -157,9 +157,20 @@ async fn process(
     let view = view(&parts, &body, ctx);
     // A fault in the engine must neither take the connection down nor let the request
     // through uninspected: it fails closed.
-    let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        shared.engine.inspect(&view)
-    }));
+    let run = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.engine.inspect(&view)
+        }))
+    };
+    // A large body can take the engine milliseconds; on the multi-threaded runtime the
+    // worker's other connections move elsewhere meanwhile instead of waiting behind it.
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let inspected = if multi_thread && body.len() > LARGE_BODY_BYTES {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    };
     let Ok(inspection) = inspected else {
         tracing::error!(request.id = %ctx.request_id, "inspection failed; request refused");
         return Err(Refusal::new(codes::MALFORMED, DecisionAction::Reject)
@@ -280,6 +291,9 @@ fn sanitize(
     let clean = again.verdict != Verdict::Block && again.verdict != Verdict::Sanitize;
     clean.then_some((parts, body))
 }
+
+/// Bodies above this size are inspected off the async worker (see `process`).
+const LARGE_BODY_BYTES: usize = 64 * 1024;
 
 pub(super) fn view(parts: &http::request::Parts, body: &Bytes, ctx: &Ctx) -> RequestView {
     RequestView {

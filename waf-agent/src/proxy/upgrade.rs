@@ -15,10 +15,24 @@ use super::{
 };
 use crate::inspect::Verdict;
 
-/// An HTTP/1.1 `Upgrade` handshake (WebSocket).
+/// Whether a header lists `token` (comma-separated, any case).
+pub(super) fn lists(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP/1.1 WebSocket `Upgrade` handshake. Other upgrades (`h2c` and the like) are not
+/// tunnelled: `Upgrade` is hop-by-hop, so they are forwarded as plain requests without it,
+/// and nothing after them escapes inspection.
 pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == http::Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| lists(v, "websocket"))
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -38,6 +52,19 @@ pub(super) async fn upgrade(
     ctx: &Ctx,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    // A handshake has no body. One that declares a body would leave those bytes, or the
+    // declared length, for the upstream to read as the start of the next request.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        let mut r = Refusal::new(codes::MALFORMED, DecisionAction::Reject)
+            .rule("proto-upgrade-body", "Upgrade handshake with a body");
+        r.close = true;
+        return Err(r);
+    }
     let client_side = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
     let inspection = shared.engine.inspect(&view(&parts, &Bytes::new(), ctx));
@@ -76,8 +103,12 @@ pub(super) async fn upgrade(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    parts.headers.remove(header::CONTENT_LENGTH);
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         parts.headers.insert(shared.request_id_header.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.who.ip.to_string()) {
+        parts.headers.insert("x-forwarded-for", v);
     }
     let mut resp = match shared
         .upstream
@@ -108,6 +139,13 @@ pub(super) async fn upgrade(
             }
         });
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        // The request scanner stopped at the handshake; without the switch, the connection
+        // ends here rather than carry requests it no longer checks.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(Response::from_parts(parts, shared.upstream.body(body)))
 }
