@@ -71,7 +71,8 @@ impl Agent {
             child,
             log: log.to_owned(),
         };
-        agent.wait_for_log("attached", Duration::from_secs(20));
+        // Generous: under software emulation (the VM suite) loading the rules alone takes seconds.
+        agent.wait_for_log("attached", Duration::from_secs(60));
         agent
     }
 
