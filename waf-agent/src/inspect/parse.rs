@@ -244,18 +244,15 @@ fn push_xml(body: &[u8], out: &mut Extracted) {
                 let current = elements.pop().unwrap_or_default();
                 push(out, current, &std::mem::take(&mut text));
             }
-            Event::Text(t) => {
-                text.push_str(&String::from_utf8_lossy(&t));
-                all_text.push_str(&String::from_utf8_lossy(&t));
-            }
-            Event::CData(t) => {
-                text.push_str(&String::from_utf8_lossy(&t));
-                all_text.push_str(&String::from_utf8_lossy(&t));
-            }
-            Event::GeneralRef(r) => {
-                let r = format!("&{};", String::from_utf8_lossy(&r));
-                text.push_str(&r);
-                all_text.push_str(&r);
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                let piece = match &event {
+                    Event::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    Event::CData(t) => String::from_utf8_lossy(t).into_owned(),
+                    Event::GeneralRef(r) => format!("&{};", String::from_utf8_lossy(r)),
+                    _ => String::new(),
+                };
+                text.push_str(&piece);
+                all_text.push_str(&piece);
             }
             _ => {}
         }

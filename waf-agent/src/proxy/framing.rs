@@ -27,6 +27,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::upgrade::lists;
+
 /// What is wrong with a request's framing headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FramingIssue {
@@ -333,7 +335,6 @@ fn analyse(head: &[u8]) -> (Option<FramingIssue>, State) {
     let connect = request_line.starts_with("CONNECT ");
     let http10 = request_line.trim_end().ends_with("HTTP/1.0");
     let (mut websocket, mut connection_upgrade, mut hosts) = (false, false, 0);
-    let lists = |v: &str, t: &str| v.split(',').any(|x| x.trim().eq_ignore_ascii_case(t));
     for line in text.lines().skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;

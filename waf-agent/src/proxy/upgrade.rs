@@ -38,10 +38,7 @@ pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| lists(v, "upgrade"))
 }
 
 /// Inspects the handshake like any request, forwards it, and when the upstream switches
